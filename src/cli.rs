@@ -1,0 +1,203 @@
+//! The command line: `serve`, `user add`, `token create`, `check`.
+
+use crate::auth::Throttle;
+use crate::config::{Config, SettingArgs};
+use crate::control::{tokens, users, Control, ControlError};
+use crate::http::{self, AppState};
+use crate::policy::Actor;
+use crate::store::Store;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lodge",
+    version,
+    about = "A multi-tenant web hosting control panel"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the panel (dashboard and REST API)
+    Serve,
+    /// Manage accounts
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check the configuration and the store, then exit
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account (how the first admin is made)
+    Add {
+        /// The user name
+        name: String,
+        /// admin, reseller or tenant
+        #[arg(long)]
+        role: String,
+        /// Read the password from standard input (first line)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for an account and print it (shown once)
+    Create {
+        /// The account's user name
+        username: String,
+        /// A label for the token list
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lodge: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lodge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LODGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn open(settings: &SettingArgs) -> anyhow::Result<Control> {
+    let config = Config::load(settings)?;
+    let store = Store::open(&config.database_path()).await?;
+    Ok(Control {
+        store,
+        config: Arc::new(config),
+    })
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let control = open(&cli.settings).await?;
+    match cli.command {
+        Command::Serve => serve(control).await,
+        Command::User(UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+        }) => {
+            if !password_stdin {
+                bail!("give the password on standard input with --password-stdin (never on the command line)");
+            }
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the password")?;
+            let password = input.lines().next().unwrap_or("");
+            let user = users::create_from_cli(&control, &name, &role, password)
+                .await
+                .map_err(describe)?;
+            println!("created {} '{}'", user.role, user.username);
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { username, name }) => {
+            let actor = Actor::cli();
+            let user = users::get(&control, &actor, &username)
+                .await
+                .map_err(describe)?;
+            let (token, _) = tokens::issue(&control, &actor, &user, &name)
+                .await
+                .map_err(describe)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Check => {
+            let generation = control.store.generation().await?;
+            control.store.check().await?;
+            println!(
+                "ok: store {} (generation {generation}), panel on {}",
+                control.config.database_path().display(),
+                control.config.panel_listen
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A control-plane refusal as a one-line message for the terminal.
+fn describe(e: ControlError) -> anyhow::Error {
+    match e {
+        ControlError::Invalid(errors) => anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        ControlError::Internal(e) => e,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn serve(control: Control) -> anyhow::Result<()> {
+    if !users::has_admin(&control).await.map_err(describe)? {
+        eprintln!(
+            "lodge: no admin yet. Make one with:\n  echo 'a-long-password' | lodge --data-dir {} user add admin --role admin --password-stdin",
+            control.config.data_dir.display()
+        );
+    }
+    let listen = control.config.panel_listen;
+    let state = AppState {
+        control,
+        throttle: Arc::new(Throttle::default()),
+    };
+    http::serve(state, listen, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

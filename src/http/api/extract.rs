@@ -1,0 +1,165 @@
+//! Extractors of the API: the bearer-token actor, JSON bodies and query strings that fail
+//! as problem documents.
+
+use super::error::ApiError;
+use crate::control::{tokens, ControlError};
+use crate::domain::{FieldError, Role};
+use crate::http::AppState;
+use crate::policy::Actor;
+use crate::store::rows::UserRow;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The client's address, as the audit log records it.
+pub fn source_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn actor_of(user: &UserRow, source: String) -> Actor {
+    Actor {
+        user_id: user.id,
+        username: user.username.clone(),
+        role: Role::parse(&user.role).unwrap_or(Role::Tenant),
+        tenant_id: user.tenant_id,
+        source,
+    }
+}
+
+/// The account behind `Authorization: Bearer <token>`.
+pub struct ApiActor(pub Actor);
+
+impl FromRequestParts<AppState> for ApiActor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = || {
+            ApiError::Control(ControlError::Unauthorized(
+                "send a valid API token as 'Authorization: Bearer <token>'".into(),
+            ))
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        let user = tokens::authenticate(&state.control, token.trim())
+            .await?
+            .ok_or_else(unauthorized)?;
+        Ok(ApiActor(actor_of(&user, source_address(parts))))
+    }
+}
+
+/// A JSON body; a malformed one is 400, a well-formed one of the wrong shape 422 naming
+/// the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let mime = ct.split(';').next().unwrap_or("").trim();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::BadRequest("the body is too large or could not be read".into())
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize(&mut de) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let inner = e.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return Err(ApiError::BadRequest("the body is not valid JSON".into()));
+            }
+            let path = e.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                "body".to_owned()
+            } else {
+                path
+            };
+            let message = describe_serde(&inner.to_string());
+            Err(ApiError::Control(ControlError::Invalid(vec![
+                FieldError::new(field, message),
+            ])))
+        }
+    }
+}
+
+/// serde's message without its position suffix, and with any echoed input cut short.
+fn describe_serde(message: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    crate::domain::names_for_field(message).replace('?', " ")
+}
+
+/// The query string as key/value pairs; a malformed one is 400.
+pub struct ApiQuery(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(|pairs| ApiQuery(pairs.into_iter().collect()))
+            .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))
+    }
+}
+
+impl ApiQuery {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// `?limit=` and `?after=` as a page request.
+    pub fn page(&self) -> Result<crate::control::PageRequest, ApiError> {
+        let limit = match self.get("limit") {
+            Some(l) => Some(
+                l.parse::<i64>()
+                    .map_err(|_| ControlError::invalid("limit", "must be a whole number"))?,
+            ),
+            None => None,
+        };
+        Ok(crate::control::PageRequest::new(
+            limit,
+            self.get("after").map(str::to_owned),
+        )?)
+    }
+}
+
+/// The client's address, for handlers that have no actor yet (signing in).
+pub struct Source(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(source_address(parts)))
+    }
+}

@@ -1,0 +1,92 @@
+//! The panel's HTTP server: the REST API under `/api/v1`, the dashboard, static files.
+
+pub mod api;
+pub mod web;
+
+use crate::auth::Throttle;
+use crate::control::Control;
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// What every handler gets: the control plane and the sign-in throttle.
+#[derive(Clone)]
+pub struct AppState {
+    pub control: Control,
+    pub throttle: Arc<Throttle>,
+}
+
+/// Request bodies larger than this are refused (a PEM bundle is the largest legitimate one).
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// The whole panel: API, dashboard, static files and the layers around them.
+pub fn router(state: AppState) -> Router {
+    let static_files = Router::new()
+        .nest_service("/static", tower_http::services::ServeDir::new(static_dir()))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ));
+    Router::new()
+        .nest("/api/v1", api::router())
+        .merge(web::router())
+        .with_state(state)
+        .merge(static_files)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+                 frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+            ),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Where `static/` is: beside the binary's crate when run from the source tree, or the
+/// directory named by `LODGE_STATIC_DIR`.
+fn static_dir() -> std::path::PathBuf {
+    std::env::var_os("LODGE_STATIC_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static"))
+}
+
+/// Binds the panel's listener, prints its URL, and serves until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listen: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the panel to {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("lodge panel listening on http://{addr}/");
+    tracing::info!(%addr, "panel listening");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! lodge: a multi-tenant web hosting control panel.
+//!
+//! The panel (`http`) is where people and scripts describe tenants and their sites; the
+//! control plane (`control`) checks and stores that description (`store`), with every name
+//! parsed into a checked type (`domain`) and every action decided by one policy (`policy`).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod domain;
+pub mod http;
+pub mod policy;
+pub mod store;

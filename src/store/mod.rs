@@ -1,0 +1,128 @@
+//! The SQLite store: desired state, credentials and the audit log.
+//!
+//! Two pools over one WAL-mode file: a single-connection writer, so writes queue in the
+//! process instead of failing with SQLITE_BUSY, and a handful of readers that never wait on it.
+
+pub mod audit;
+pub mod rows;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+pub use audit::AuditEntry;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Readers: any number of concurrent queries.
+    pub read: SqlitePool,
+    /// The writer: one connection, so transactions run one after another.
+    pub write: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `path` and runs the embedded migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-16000");
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        MIGRATOR.run(&write).await.context("running migrations")?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await
+            .context("opening read connections")?;
+        Ok(Self { read, write })
+    }
+
+    /// Starts a write transaction. The writer pool has one connection, so this waits for
+    /// any other write in progress instead of racing it.
+    pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        self.write.begin().await
+    }
+
+    pub async fn generation(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+    }
+
+    /// Quick consistency check for `lodge check`.
+    pub async fn check(&self) -> anyhow::Result<String> {
+        let result: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&self.read)
+            .await?;
+        if result != "ok" {
+            anyhow::bail!("integrity check failed: {result}");
+        }
+        let violations: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&self.read)
+                .await?;
+        if !violations.is_empty() {
+            anyhow::bail!("{} foreign key violations", violations.len());
+        }
+        Ok(result)
+    }
+}
+
+/// Bumps the desired-state generation inside `tx` and returns the new value.
+pub async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "UPDATE state SET generation = generation + 1 WHERE id = 1 RETURNING generation",
+    )
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A timestamp as RFC 3339, for JSON and pages.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 time (or bare Unix seconds) from a query string.
+pub fn parse_time(raw: &str) -> Option<i64> {
+    if let Ok(n) = raw.parse::<i64>() {
+        return Some(n);
+    }
+    time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
+/// True when `e` is a UNIQUE or PRIMARY KEY violation: the name or domain is taken.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,309 @@
+//! Rows as read from the store, and the JSON shape the API gives them. Secrets (password
+//! hashes, TOTP secrets, private keys, token hashes) never leave through these views.
+
+use super::rfc3339;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub role: String,
+    pub password_hash: String,
+    pub totp_secret: Option<String>,
+    pub max_tenants: Option<i64>,
+    pub max_vhosts: Option<i64>,
+    pub max_php_workers: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// For a tenant login: its tenant.
+    pub tenant_id: Option<i64>,
+    pub tenant: Option<String>,
+}
+
+impl UserRow {
+    pub const SELECT: &'static str =
+        "SELECT u.id, u.username, u.role, u.password_hash, u.totp_secret,
+            u.max_tenants, u.max_vhosts, u.max_php_workers, u.created_at, u.updated_at,
+            tl.tenant_id, t.name AS tenant
+        FROM users u
+        LEFT JOIN tenant_logins tl ON tl.user_id = u.id
+        LEFT JOIN tenants t ON t.id = tl.tenant_id";
+
+    pub fn json(&self) -> Value {
+        let mut v = json!({
+            "username": self.username,
+            "role": self.role,
+            "totp": self.totp_secret.is_some(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        });
+        if self.role == "reseller" {
+            v["limits"] = json!({
+                "max_tenants": self.max_tenants,
+                "max_vhosts": self.max_vhosts,
+                "max_php_workers": self.max_php_workers,
+            });
+        }
+        if let Some(t) = &self.tenant {
+            v["tenant"] = json!(t);
+        }
+        v
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlanRow {
+    pub id: i64,
+    pub name: String,
+    pub max_vhosts: i64,
+    pub php_pm: String,
+    pub php_max_children: i64,
+    pub php_max_requests: i64,
+    pub php_memory_limit_mb: i64,
+    pub php_upload_max_mb: i64,
+    pub php_max_execution_time: i64,
+    pub php_disable_functions: String,
+    pub disk_mb: i64,
+    pub memory_mb: i64,
+    pub cpu_percent: i64,
+    pub max_processes: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl PlanRow {
+    pub const SELECT: &'static str =
+        "SELECT id, name, max_vhosts, php_pm, php_max_children, php_max_requests,
+            php_memory_limit_mb, php_upload_max_mb, php_max_execution_time, php_disable_functions,
+            disk_mb, memory_mb, cpu_percent, max_processes, created_at, updated_at
+        FROM plans";
+
+    pub fn disable_functions(&self) -> Vec<&str> {
+        self.php_disable_functions
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    pub fn php_bounds(&self) -> crate::domain::PhpBounds {
+        crate::domain::PhpBounds {
+            memory_limit_mb: self.php_memory_limit_mb as u32,
+            upload_max_mb: self.php_upload_max_mb as u32,
+            max_execution_time: self.php_max_execution_time as u32,
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "max_vhosts": self.max_vhosts,
+            "php": {
+                "pm": self.php_pm,
+                "max_children": self.php_max_children,
+                "max_requests": self.php_max_requests,
+                "memory_limit_mb": self.php_memory_limit_mb,
+                "upload_max_mb": self.php_upload_max_mb,
+                "max_execution_time": self.php_max_execution_time,
+                "disable_functions": self.disable_functions(),
+            },
+            "disk_mb": self.disk_mb,
+            "memory_mb": self.memory_mb,
+            "cpu_percent": self.cpu_percent,
+            "max_processes": self.max_processes,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TenantRow {
+    pub id: i64,
+    pub name: String,
+    pub owner_id: i64,
+    pub owner: String,
+    pub plan_id: i64,
+    pub plan: String,
+    pub state: String,
+    pub uid: i64,
+    pub gid: i64,
+    pub php_settings: String,
+    pub generation: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub applied_generation: Option<i64>,
+    pub applied_state: Option<String>,
+    pub applied_error: Option<String>,
+    pub vhost_count: i64,
+    pub has_login: bool,
+}
+
+impl TenantRow {
+    pub const SELECT: &'static str =
+        "SELECT t.id, t.name, t.owner_id, o.username AS owner, t.plan_id,
+            p.name AS plan, t.state, t.uid, t.gid, t.php_settings, t.generation, t.created_at,
+            t.updated_at, a.generation AS applied_generation, a.state AS applied_state,
+            a.error AS applied_error,
+            (SELECT COUNT(*) FROM vhosts v WHERE v.tenant_id = t.id) AS vhost_count,
+            EXISTS (SELECT 1 FROM tenant_logins tl WHERE tl.tenant_id = t.id) AS has_login
+        FROM tenants t
+        JOIN users o ON o.id = t.owner_id
+        JOIN plans p ON p.id = t.plan_id
+        LEFT JOIN tenant_applied a ON a.tenant_id = t.id";
+
+    /// The agent's view: `pending` until it has applied this tenant's generation.
+    pub fn applied(&self) -> (i64, &str, Option<&str>) {
+        let generation = self.applied_generation.unwrap_or(0);
+        let state = match self.applied_state.as_deref() {
+            Some("error") => "error",
+            Some("ok") if generation >= self.generation => "ok",
+            _ => "pending",
+        };
+        (generation, state, self.applied_error.as_deref())
+    }
+
+    pub fn php_json(&self) -> Value {
+        serde_json::from_str(&self.php_settings).unwrap_or_else(|_| json!({}))
+    }
+
+    pub fn json(&self) -> Value {
+        let (generation, state, error) = self.applied();
+        json!({
+            "name": self.name,
+            "owner": self.owner,
+            "plan": self.plan,
+            "state": self.state,
+            "uid": self.uid,
+            "gid": self.gid,
+            "php": self.php_json(),
+            "vhost_count": self.vhost_count,
+            "login": self.has_login,
+            "generation": self.generation,
+            "applied": {"generation": generation, "state": state, "error": error},
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VhostRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub tenant: String,
+    pub owner_id: i64,
+    pub domain: String,
+    pub docroot: String,
+    pub php: bool,
+    pub front_controller: Option<String>,
+    pub tls_mode: String,
+    pub tls_cert_pem: Option<String>,
+    pub has_tls_key: bool,
+    pub redirect_www: String,
+    pub redirect_https: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Aliases joined by spaces (names cannot contain one).
+    pub aliases: Option<String>,
+    pub tenant_state: String,
+}
+
+impl VhostRow {
+    pub const SELECT: &'static str = "SELECT v.id, v.tenant_id, t.name AS tenant, t.owner_id, v.domain,
+            v.docroot, v.php, v.front_controller, v.tls_mode, v.tls_cert_pem,
+            v.tls_key_pem IS NOT NULL AS has_tls_key, v.redirect_www, v.redirect_https,
+            v.created_at, v.updated_at,
+            (SELECT group_concat(n.name, ' ') FROM
+                (SELECT name FROM vhost_names WHERE vhost_id = v.id AND is_alias = 1 ORDER BY name) n) AS aliases,
+            t.state AS tenant_state
+        FROM vhosts v
+        JOIN tenants t ON t.id = v.tenant_id";
+
+    pub fn alias_list(&self) -> Vec<&str> {
+        self.aliases
+            .as_deref()
+            .map(|a| a.split(' ').collect())
+            .unwrap_or_default()
+    }
+
+    /// `suspended` while the tenant is suspended, `active` otherwise.
+    pub fn state(&self) -> &str {
+        if self.tenant_state == "suspended" {
+            "suspended"
+        } else {
+            "active"
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "domain": self.domain,
+            "tenant": self.tenant,
+            "aliases": self.alias_list(),
+            "docroot": self.docroot,
+            "php": self.php,
+            "front_controller": self.front_controller,
+            "tls_mode": self.tls_mode,
+            "tls_certificate": self.tls_cert_pem,
+            "tls_has_key": self.has_tls_key,
+            "redirect_www": self.redirect_www,
+            "redirect_https": self.redirect_https,
+            "state": self.state(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl TokenRow {
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "created_at": rfc3339(self.created_at),
+            "last_used_at": self.last_used_at.map(rfc3339),
+        })
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub source: String,
+}
+
+impl AuditRow {
+    pub fn json(&self) -> Value {
+        let parse = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+        };
+        json!({
+            "id": self.id,
+            "at": rfc3339(self.at),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "before": parse(&self.before),
+            "after": parse(&self.after),
+            "source": self.source,
+        })
+    }
+}
