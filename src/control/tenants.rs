@@ -353,6 +353,10 @@ pub async fn update(
     if patch.owner.is_some() {
         actor.require_admin("move a tenant to another owner")?;
     }
+    if patch.password.is_some() {
+        // A tenant login changes its own password on its account, with the current one.
+        actor.require_tenant_manager("reset a tenant's login password")?;
+    }
     let password = match &patch.password {
         Some(p) => {
             Some(Password::parse(p).map_err(|e| ControlError::Invalid(vec![e.at("password")]))?)

@@ -53,6 +53,18 @@ impl DomainName {
         if raw.ends_with('.') {
             return invalid("must not end with a dot");
         }
+        if raw.is_ascii() {
+            // Plain ASCII needs no IDNA mapping: check it directly, for precise messages.
+            let ascii = raw.to_ascii_lowercase();
+            Self::check_ascii(&ascii)?;
+            // Punycode labels must decode to what IDNA would have produced.
+            if ascii.split('.').any(|l| l.starts_with("xn--"))
+                && idna::domain_to_ascii_strict(&ascii).ok().as_deref() != Some(ascii.as_str())
+            {
+                return invalid("has a punycode (xn--) label that is not valid IDNA");
+            }
+            return Ok(Self(ascii));
+        }
         for label in raw.split('.') {
             refuse_mixed_scripts(label)?;
         }
@@ -174,6 +186,7 @@ mod tests {
             "example-.com",
             "ex_ample.com",
             "1.2.3.4",
+            "xn--zz.com",
             "exаmple.com",
             "example\u{200b}.com",
             "ｅｘａｍｐｌｅ.com",
