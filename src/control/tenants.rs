@@ -578,12 +578,13 @@ pub async fn delete(ctl: &Control, actor: &Actor, name: &str) -> Result<(), Cont
 /// Counts for the overview page, within the actor's reach.
 pub async fn counts(ctl: &Control, actor: &Actor) -> Result<Counts, ControlError> {
     let scope = actor.tenant_scope();
-    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
+    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT COUNT(*),
                 COALESCE(SUM(t.state = 'suspended'), 0),
                 COALESCE(SUM((SELECT COUNT(*) FROM vhosts v WHERE v.tenant_id = t.id)), 0),
                 COALESCE(SUM(p.php_max_children), 0),
-                COALESCE(SUM(a.state = 'error'), 0)
+                COALESCE(SUM(a.state = 'error'), 0),
+                COALESCE(SUM(a.state = 'ok' AND a.generation >= t.generation), 0)
          FROM tenants t JOIN plans p ON p.id = t.plan_id LEFT JOIN tenant_applied a ON a.tenant_id = t.id
          WHERE (?1 IS NULL OR t.owner_id = ?1) AND (?2 IS NULL OR t.id = ?2)",
     )
@@ -604,6 +605,8 @@ pub async fn counts(ctl: &Control, actor: &Actor) -> Result<Counts, ControlError
         vhosts: row.2,
         php_workers: row.3,
         errors: row.4,
+        applied: row.5,
+        pending: row.0 - row.4 - row.5,
         resellers,
     })
 }
@@ -614,6 +617,11 @@ pub struct Counts {
     pub suspended: i64,
     pub vhosts: i64,
     pub php_workers: i64,
+    /// Tenants the agent could not apply.
     pub errors: i64,
+    /// Tenants whose last change the agent has applied.
+    pub applied: i64,
+    /// Tenants with a change the agent has not applied yet.
+    pub pending: i64,
     pub resellers: i64,
 }
