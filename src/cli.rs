@@ -27,8 +27,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the panel (dashboard and REST API)
+    /// Run lodge: the panel (dashboard and REST API), and as root the agent that makes
+    /// tenants real (users, PHP-FPM pools) and supervises them
     Serve,
+    /// Run the panel alone (what the agent starts as the `lodge` user)
+    #[command(hide = true)]
+    Panel,
     /// Manage accounts
     #[command(subcommand)]
     User(UserCommand),
@@ -108,7 +112,18 @@ async fn open(settings: &SettingArgs) -> anyhow::Result<Control> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let control = open(&cli.settings).await?;
     match cli.command {
-        Command::Serve => serve(control).await,
+        Command::Serve if control.config.agent => {
+            report_first_admin(&control).await?;
+            let config = (*control.config).clone();
+            // The agent opens the store itself (as root) and hands it to the panel's user.
+            drop(control);
+            crate::agent::serve(config).await
+        }
+        Command::Serve => {
+            report_first_admin(&control).await?;
+            serve_panel(control).await
+        }
+        Command::Panel => serve_panel(control).await,
         Command::User(UserCommand::Add {
             name,
             role,
@@ -168,22 +183,29 @@ fn describe(e: ControlError) -> anyhow::Error {
     }
 }
 
-async fn serve(control: Control) -> anyhow::Result<()> {
-    if !users::has_admin(&control).await.map_err(describe)? {
+async fn report_first_admin(control: &Control) -> anyhow::Result<()> {
+    if !users::has_admin(control).await.map_err(describe)? {
         eprintln!(
             "lodge: no admin yet. Make one with:\n  echo 'a-long-password' | lodge --data-dir {} user add admin --role admin --password-stdin",
             control.config.data_dir.display()
         );
     }
+    Ok(())
+}
+
+async fn serve_panel(control: Control) -> anyhow::Result<()> {
     let listen = control.config.panel_listen;
+    let waker = crate::agent::wake::Waker::new(&control.config.run_dir);
     let state = AppState {
         control,
         throttle: Arc::new(Throttle::default()),
+        waker,
     };
     http::serve(state, listen, shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -26,6 +26,18 @@ pub struct SettingArgs {
     /// Range tenant UIDs and GIDs are reserved from, as FIRST-LAST [default: 20000-29999]
     #[arg(long, env = "LODGE_UID_RANGE", global = true)]
     pub uid_range: Option<String>,
+    /// Where tenant homes live [default: /srv/lodge/tenants as root, <data-dir>/tenants otherwise]
+    #[arg(long, env = "LODGE_TENANTS_ROOT", global = true)]
+    pub tenants_root: Option<PathBuf>,
+    /// Runtime directory: sockets, pid files [default: /run/lodge as root, <data-dir>/run otherwise]
+    #[arg(long, env = "LODGE_RUN_DIR", global = true)]
+    pub run_dir: Option<PathBuf>,
+    /// The php-fpm binary [default: php-fpm on PATH, or the newest /usr/sbin/php-fpm8.x]
+    #[arg(long, env = "LODGE_PHP_FPM", global = true)]
+    pub php_fpm: Option<PathBuf>,
+    /// Run the agent (users, pools, supervisor) with the panel; false serves the panel alone
+    #[arg(long, env = "LODGE_AGENT", global = true)]
+    pub agent: Option<bool>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -36,6 +48,10 @@ struct FileSettings {
     panel_listen: Option<SocketAddr>,
     public_url: Option<String>,
     uid_range: Option<String>,
+    tenants_root: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    php_fpm: Option<PathBuf>,
+    agent: Option<bool>,
 }
 
 /// The settings lodge runs with, every default filled in.
@@ -47,14 +63,30 @@ pub struct Config {
     pub panel_listen: SocketAddr,
     /// Whether session cookies carry `Secure` (the panel is reached over TLS).
     pub secure_cookies: bool,
+    /// The panel's public URL, as configured.
+    pub public_url: Option<String>,
     /// Tenant UIDs/GIDs come from this inclusive range.
     pub uid_range: UidRange,
+    /// Parent directory of the tenants' homes.
+    pub tenants_root: PathBuf,
+    /// Sockets and pid files: `fpm/<tenant>.sock`, `agent.sock`.
+    pub run_dir: PathBuf,
+    /// The php-fpm binary (found at start when not given).
+    pub php_fpm: Option<PathBuf>,
+    /// Whether `serve` runs the agent alongside the panel.
+    pub agent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UidRange {
     pub first: u32,
     pub last: u32,
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
 }
 
 impl UidRange {
@@ -88,6 +120,7 @@ impl Config {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
+        let data_dir = absolute(data_dir)?;
         let panel_listen = args
             .panel_listen
             .or(file.panel_listen)
@@ -104,10 +137,38 @@ impl Config {
                 .or(file.uid_range.as_deref())
                 .unwrap_or("20000-29999"),
         )?;
+        let root = nix::unistd::geteuid().is_root();
+        let tenants_root = args
+            .tenants_root
+            .clone()
+            .or(file.tenants_root)
+            .unwrap_or_else(|| {
+                if root {
+                    PathBuf::from("/srv/lodge/tenants")
+                } else {
+                    data_dir.join("tenants")
+                }
+            });
+        let run_dir = args.run_dir.clone().or(file.run_dir).unwrap_or_else(|| {
+            if root {
+                PathBuf::from("/run/lodge")
+            } else {
+                data_dir.join("run")
+            }
+        });
+        let php_fpm = args.php_fpm.clone().or(file.php_fpm).or_else(find_php_fpm);
+        let agent = args.agent.or(file.agent).unwrap_or(true);
         Ok(Self {
+            tenants_root: pool_safe(absolute(tenants_root)?)?,
+            run_dir: pool_safe(absolute(run_dir)?)?,
+            php_fpm,
+            agent,
             data_dir,
             panel_listen,
-            secure_cookies: public_url.is_some_and(|u| u.starts_with("https://")),
+            secure_cookies: public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
+            public_url,
             uid_range,
         })
     }
@@ -121,6 +182,56 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Paths handed to php-fpm and other processes must not depend on a working directory.
+fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()?.join(path)
+    })
+}
+
+/// Paths written into pool files: nothing that could end a value or start another.
+fn pool_safe(path: PathBuf) -> anyhow::Result<PathBuf> {
+    let text = path.to_str().context("paths must be UTF-8")?;
+    if text
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ';' || c == '"' || c == '\\')
+    {
+        bail!("path {text:?} has characters a pool file cannot carry");
+    }
+    Ok(path)
+}
+
+/// `php-fpm` on PATH, else the newest `php-fpm8.x` in /usr/sbin.
+fn find_php_fpm() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+    for dir in on_path.chain([PathBuf::from("/usr/sbin")]) {
+        let plain = dir.join("php-fpm");
+        if plain.is_file() {
+            return Some(plain);
+        }
+        let mut versioned: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("php-fpm8."))
+            })
+            .collect();
+        versioned.sort();
+        if let Some(newest) = versioned.pop() {
+            return Some(newest);
+        }
+    }
+    None
 }
 
 fn default_data_dir() -> PathBuf {

@@ -4,11 +4,13 @@
 //! control plane (`control`) checks and stores that description (`store`), with every name
 //! parsed into a checked type (`domain`) and every action decided by one policy (`policy`).
 
+pub mod agent;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod domain;
+pub mod fastcgi;
 pub mod http;
 pub mod policy;
 pub mod store;

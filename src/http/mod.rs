@@ -17,6 +17,26 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub struct AppState {
     pub control: Control,
     pub throttle: Arc<Throttle>,
+    /// Tells the agent the desired state changed.
+    pub waker: crate::agent::wake::Waker,
+}
+
+/// After a request that may have changed the desired state (not GET or HEAD) and did not
+/// fail, wakes the agent so the change is applied now rather than at the next full pass.
+async fn wake_agent(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let response = next.run(request).await;
+    if changes && response.status().as_u16() < 400 {
+        state.waker.wake();
+    }
+    response
 }
 
 /// Request bodies larger than this are refused (a PEM bundle is the largest legitimate one).
@@ -33,6 +53,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::router())
         .merge(web::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            wake_agent,
+        ))
         .with_state(state)
         .merge(static_files)
         .layer(SetResponseHeaderLayer::if_not_present(

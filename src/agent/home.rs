@@ -1,0 +1,203 @@
+//! A tenant's home: the directory layout, with ownership and modes set without ever
+//! following a symlink.
+//!
+//! ```text
+//! <tenants-root>/            root:root      0711  (no listing)
+//!   <tenant>/                tenant:www     2750  the proxy may enter, no other tenant may
+//!     sites/                 tenant:www     2750  docroots live here; new files get group www
+//!       <domain>/public/     tenant:www     2750  (made when missing)
+//!     logs/                  tenant:tenant  0750  PHP error and slow logs
+//!     tmp/  sessions/        tenant:tenant  0700  uploads, temp files, PHP sessions
+//! ```
+//!
+//! Every directory is reached with `openat(O_NOFOLLOW | O_DIRECTORY)` from its parent's
+//! descriptor and changed through its own descriptor (`fchown`, `fchmod`), so a symlink the
+//! tenant plants is never followed: an entry that is not a real directory is renamed aside
+//! and a fresh directory made in its place. Nothing is ever chowned recursively.
+
+use crate::domain::{DocRoot, TenantName};
+use anyhow::Context;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, fstat, mkdirat, Mode, SFlag};
+use nix::unistd::{fchown, Gid, Uid};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Who owns a tenant's files. `None` when the agent is not root (no ownership changes).
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    pub uid: Uid,
+    pub gid: Gid,
+    /// The proxy user's group, which may read the docroots.
+    pub www_gid: Gid,
+}
+
+/// The directories of the layout below the home, with their group and mode.
+const PRIVATE_DIRS: &[(&str, u32)] = &[("logs", 0o750), ("tmp", 0o700), ("sessions", 0o700)];
+const SITES: &str = "sites";
+const SHARED_MODE: u32 = 0o2750;
+
+pub fn home_of(tenants_root: &Path, name: &TenantName) -> PathBuf {
+    tenants_root.join(name.as_str())
+}
+
+fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> nix::Result<OwnedFd> {
+    let fd = openat(
+        parent.map(|p| p.as_raw_fd()),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: openat just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens (making it when missing) the directory `name` under `parent` without following a
+/// symlink. What stands there and is not a directory is renamed aside first.
+fn ensure_dir(parent: &OwnedFd, name: &str) -> anyhow::Result<(OwnedFd, bool)> {
+    let mut created = false;
+    match mkdirat(
+        Some(parent.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(0o700),
+    ) {
+        Ok(()) => created = true,
+        Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {name}")),
+    }
+    let fd = match open_dir(Some(parent), Path::new(name)) {
+        Ok(fd) => fd,
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            // A symlink or a file where a directory belongs: move it out of the way.
+            let aside = format!("{name}.replaced-{}", crate::store::now());
+            nix::fcntl::renameat(
+                Some(parent.as_raw_fd()),
+                name,
+                Some(parent.as_raw_fd()),
+                aside.as_str(),
+            )
+            .with_context(|| format!("moving the non-directory {name} aside"))?;
+            tracing::warn!(entry = name, moved_to = %aside, "replaced a non-directory in a tenant home");
+            mkdirat(
+                Some(parent.as_raw_fd()),
+                name,
+                Mode::from_bits_truncate(0o700),
+            )
+            .with_context(|| format!("creating {name}"))?;
+            created = true;
+            open_dir(Some(parent), Path::new(name)).with_context(|| format!("opening {name}"))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {name}")),
+    };
+    Ok((fd, created))
+}
+
+/// Sets owner and mode through the descriptor itself.
+fn set(fd: &OwnedFd, ids: Option<(Uid, Gid)>, mode: u32) -> anyhow::Result<()> {
+    if let Some((uid, gid)) = ids {
+        let st = fstat(fd.as_raw_fd())?;
+        if st.st_uid != uid.as_raw() || st.st_gid != gid.as_raw() {
+            fchown(fd.as_raw_fd(), Some(uid), Some(gid)).context("fchown")?;
+        }
+    }
+    let st = fstat(fd.as_raw_fd())?;
+    debug_assert!(SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR);
+    if st.st_mode & 0o7777 != mode {
+        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode)).context("fchmod")?;
+    }
+    Ok(())
+}
+
+/// Makes the home layout real and returns the home's path. Idempotent: run it on every
+/// apply. `docroots` are made when missing (existing directories inside a docroot are the
+/// tenant's own business and are left as they are).
+pub fn ensure_home(
+    tenants_root: &Path,
+    name: &TenantName,
+    ids: Option<Ids>,
+    docroots: &[DocRoot],
+) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(tenants_root)
+        .with_context(|| format!("creating {}", tenants_root.display()))?;
+    let root = open_dir(None, tenants_root)
+        .with_context(|| format!("opening {}", tenants_root.display()))?;
+    if ids.is_some() {
+        // Tenants may pass through the root to their own home, but not list it.
+        set(&root, Some((Uid::from_raw(0), Gid::from_raw(0))), 0o711)?;
+    }
+    let shared = ids.map(|i| (i.uid, i.www_gid));
+    let private = ids.map(|i| (i.uid, i.gid));
+
+    let (home, _) = ensure_dir(&root, name.as_str()).context("home")?;
+    set(&home, shared, SHARED_MODE).context("home")?;
+    for (dir, mode) in PRIVATE_DIRS {
+        let (fd, _) = ensure_dir(&home, dir)?;
+        set(&fd, private, *mode).with_context(|| dir.to_string())?;
+    }
+    let (sites, _) = ensure_dir(&home, SITES)?;
+    set(&sites, shared, SHARED_MODE).context(SITES)?;
+    for docroot in docroots {
+        ensure_path(&home, docroot, shared)?;
+    }
+    Ok(home_of(tenants_root, name))
+}
+
+/// Walks a docroot from the home, making each missing directory (owned by the tenant, group
+/// www, setgid) and leaving existing ones alone.
+fn ensure_path(
+    home: &OwnedFd,
+    docroot: &DocRoot,
+    shared: Option<(Uid, Gid)>,
+) -> anyhow::Result<()> {
+    let mut segments = docroot.as_str().split('/');
+    let first = segments.next().context("empty docroot")?;
+    let (mut current, created) = ensure_dir(home, first)?;
+    if created {
+        set(&current, shared, SHARED_MODE)?;
+    }
+    for segment in segments {
+        let (next, created) =
+            ensure_dir(&current, segment).with_context(|| format!("docroot {docroot}"))?;
+        if created {
+            set(&next, shared, SHARED_MODE)?;
+        }
+        current = next;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_without_root_and_symlinks_moved_aside() {
+        let base = std::env::temp_dir().join(format!("lodge-home-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let name = TenantName::parse("acme").unwrap();
+        let docroot = DocRoot::parse("sites/acme.example/public").unwrap();
+        let home = ensure_home(&base, &name, None, std::slice::from_ref(&docroot)).unwrap();
+        assert!(home.join("sites/acme.example/public").is_dir());
+        assert!(
+            home.join("tmp").is_dir()
+                && home.join("sessions").is_dir()
+                && home.join("logs").is_dir()
+        );
+
+        // A symlink planted where a directory belongs is moved aside, its target untouched.
+        let target = base.join("outside");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::remove_dir(home.join("logs")).unwrap();
+        std::os::unix::fs::symlink(&target, home.join("logs")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_home(&base, &name, None, &[docroot]).unwrap();
+        assert!(!home.join("logs").is_symlink() && home.join("logs").is_dir());
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

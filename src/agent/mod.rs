@@ -1,0 +1,232 @@
+//! The agent: the only privileged part of lodge. It makes each tenant real on the machine
+//! (user, home, PHP-FPM master) and supervises the panel and the masters.
+//!
+//! `lodge serve` as root: the agent creates the system users `lodge` (panel) and
+//! `lodge-www` (proxy), starts the panel as `lodge`, and converges the machine to the store,
+//! woken by the panel after each change and by a periodic full pass. As an ordinary user the
+//! same code runs without switching users: every pool runs as that user.
+
+mod archive;
+pub mod cgroup;
+pub mod home;
+pub mod pool;
+pub mod reconcile;
+pub mod supervisor;
+pub mod system;
+pub mod wake;
+
+use crate::config::Config;
+use crate::store::Store;
+use anyhow::Context;
+use nix::sys::signal::Signal;
+use nix::unistd::{chown, Gid, Uid};
+use reconcile::Reconciler;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+use supervisor::{Event, Launch};
+
+/// How often every tenant is re-applied even without a wake-up.
+const FULL_PASS: Duration = Duration::from_secs(30);
+/// How often the supervisor looks for exited children.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Stops the process at a named point when `LODGE_FAULT=<point>:<tenant>` says so: the
+/// tests kill the agent in the middle of an apply this way and check the next start heals.
+pub(crate) fn fault(point: &str, tenant: &str) {
+    if let Ok(wanted) = std::env::var("LODGE_FAULT") {
+        if wanted == format!("{point}:{tenant}") {
+            eprintln!("lodge: fault injected at {point} for {tenant}: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// Directories: the store's (the panel's), the runtime directory with the sockets (the
+/// proxy may pass through) and the pool files (root's alone).
+fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
+    for dir in [
+        &config.data_dir,
+        &config.run_dir,
+        &config.run_dir.join("fpm"),
+        &config.run_dir.join("pools"),
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Some((uid, gid)) = panel {
+        // The data directory is lodge's own; the runtime directories are root's.
+        chown(&config.data_dir, Some(uid), Some(gid)).context("chown data dir")?;
+        set_mode(&config.data_dir, 0o750)?;
+        chown(
+            &config.run_dir,
+            Some(Uid::from_raw(0)),
+            Some(Gid::from_raw(0)),
+        )?;
+        set_mode(&config.run_dir, 0o755)?;
+        set_mode(&config.run_dir.join("fpm"), 0o711)?;
+    }
+    set_mode(&config.run_dir.join("pools"), 0o700)?;
+    Ok(())
+}
+
+/// The store's files belong to the panel, which writes them; the agent (root) opened them
+/// and may have created the WAL files. Changed with AT_SYMLINK_NOFOLLOW: the panel's user
+/// owns the directory and could have planted a link.
+fn give_store_to_panel(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
+    let Some((uid, gid)) = panel else {
+        return Ok(());
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let path = config.data_dir.join(format!("lodge.db{suffix}"));
+        match nix::unistd::fchownat(
+            None,
+            &path,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("chown {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// How to start the panel: this binary's `panel` command, as the `lodge` user when root,
+/// with the settings passed in its environment.
+fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<Launch> {
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("LODGE_DATA_DIR".into(), config.data_dir.clone().into()),
+        (
+            "LODGE_PANEL_LISTEN".into(),
+            config.panel_listen.to_string().into(),
+        ),
+        (
+            "LODGE_UID_RANGE".into(),
+            config.uid_range.to_string().into(),
+        ),
+        (
+            "LODGE_TENANTS_ROOT".into(),
+            config.tenants_root.clone().into(),
+        ),
+        ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
+    ];
+    if let Some(url) = &config.public_url {
+        env.push(("LODGE_PUBLIC_URL".into(), url.into()));
+    }
+    for passthrough in ["LODGE_LOG", "LODGE_STATIC_DIR"] {
+        if let Some(v) = std::env::var_os(passthrough) {
+            env.push((passthrough.into(), v));
+        }
+    }
+    Ok(Launch {
+        program: std::env::current_exe().context("finding the lodge binary")?,
+        args: vec!["panel".into()],
+        env,
+        user: panel.map(|(u, g)| (u.as_raw(), g.as_raw())),
+        pid_file: None,
+        stop_signal: Signal::SIGTERM,
+        parent_death: Some(Signal::SIGTERM),
+    })
+}
+
+/// Runs the agent until SIGTERM or Ctrl-C: the panel, the masters, the reconciler.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let privileged = nix::unistd::geteuid().is_root();
+    // 1. lodge's own accounts (root only).
+    let (panel, www_gid) = if privileged {
+        let panel = system::ensure_system_user(system::PANEL_USER)?;
+        let www = system::ensure_system_user(system::PROXY_USER)?;
+        (Some((panel.uid, panel.gid)), Some(www.gid))
+    } else {
+        eprintln!(
+            "lodge: WARNING: not running as root. The panel, the agent and every tenant's PHP pool run as this \
+             user, without separate Linux users: fine for a look, not for hosting."
+        );
+        (None, None)
+    };
+    if config.php_fpm.is_none() {
+        eprintln!("lodge: WARNING: no php-fpm found (install php-fpm or pass --php-fpm); tenants will report an error");
+    }
+    // 2. directories and the store, handed to the panel's user.
+    prepare_dirs(&config, panel)?;
+    let store = Store::open(&config.database_path()).await?;
+    give_store_to_panel(&config, panel)?;
+    // 3. masters a previous run left behind are stopped; the passes below start them again.
+    supervisor::stop_leftovers(&config.run_dir.join("pools")).await;
+    // 4. the wake-up socket the panel writes to after each change.
+    let wake = wake::bind(&config.run_dir, panel)?;
+    // 5. the panel, supervised.
+    let mut reconciler = Reconciler::new(config.clone(), store, privileged, www_gid);
+    reconciler
+        .supervisor
+        .ensure("panel", panel_launch(&config, panel)?)
+        .context("starting the panel")?;
+    // 6. converge, then follow changes.
+    run_loop(&mut reconciler, wake, &config).await;
+    reconciler.supervisor.stop_all(supervisor::STOP_GRACE).await;
+    Ok(())
+}
+
+async fn run_loop(r: &mut Reconciler, wake: tokio::net::UnixDatagram, config: &Config) {
+    let mut full = tokio::time::interval(FULL_PASS);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reopen =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+    let shutdown = crate::cli::shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut buf = [0u8; 64];
+    loop {
+        let full_pass = tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                for event in r.supervisor.tick() {
+                    match event {
+                        Event::CrashLoop { key, message } => {
+                            if let Err(e) = r.crash_loop(&key, &message).await {
+                                tracing::error!(error = %e, "recording a crash loop");
+                            }
+                        }
+                        Event::Restarted { key, restarts } => tracing::info!(service = %key, restarts, "restarted"),
+                    }
+                }
+                continue;
+            }
+            _ = async { match reopen.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
+                for key in r.supervisor.keys().iter().filter(|k| k.starts_with("fpm:")) {
+                    r.supervisor.signal(key, Signal::SIGUSR1);
+                }
+                continue;
+            }
+            _ = wake.recv(&mut buf) => {
+                // Several changes in a burst make one pass.
+                while wake.try_recv(&mut buf).is_ok() {}
+                false
+            }
+            _ = full.tick() => true,
+        };
+        match r.pass(full_pass).await {
+            Ok(report) if report.applied > 0 || report.removed > 0 => {
+                tracing::info!(
+                    applied = report.applied,
+                    errors = report.errors,
+                    removed = report.removed,
+                    ms = report.elapsed_ms,
+                    full = full_pass,
+                    "pass"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile pass failed"),
+        }
+        if full_pass {
+            let _ = give_store_to_panel(config, None);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A tenant's PHP-FPM master: its config file, rendered from `templates/fpm-pool.conf` out of
+//! checked values only, and checked with `php-fpm -t` before it replaces the live one.
+//!
+//! Files the root master opens itself (pid, master log, slow log) live under
+//! `<run-dir>/pools/`, root's alone: a master running as root must never open a path inside
+//! a tenant's home, where the tenant could plant a symlink.
+
+use crate::domain::{PhpSettings, PmMode, TenantName};
+use askama::Template;
+use std::path::{Path, PathBuf};
+
+/// Where a tenant's master keeps its files.
+#[derive(Debug, Clone)]
+pub struct PoolPaths {
+    pub conf: PathBuf,
+    pub pid: PathBuf,
+    pub master_log: PathBuf,
+    pub slow_log: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl PoolPaths {
+    pub fn new(run_dir: &Path, name: &TenantName) -> Self {
+        let pools = run_dir.join("pools");
+        let n = name.as_str();
+        Self {
+            conf: pools.join(format!("{n}.conf")),
+            pid: pools.join(format!("{n}.pid")),
+            master_log: pools.join(format!("{n}.log")),
+            slow_log: pools.join(format!("{n}.slow.log")),
+            socket: run_dir.join("fpm").join(format!("{n}.sock")),
+        }
+    }
+}
+
+/// Everything a pool file says, each value already checked.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    pub name: TenantName,
+    pub home: PathBuf,
+    pub paths: PoolPaths,
+    /// Root: workers switch to the tenant; otherwise they run as the agent's user.
+    pub privileged: bool,
+    pub www_group: String,
+    pub pm: PmMode,
+    pub max_children: u32,
+    pub max_requests: u32,
+    pub terminate_timeout: u32,
+    pub disable_functions: Vec<String>,
+    pub settings: PhpSettings,
+}
+
+#[derive(Template)]
+#[template(path = "fpm-pool.conf", escape = "none")]
+struct PoolFile<'a> {
+    name: &'a str,
+    pid_file: String,
+    master_log: String,
+    slow_log: String,
+    privileged: bool,
+    www_group: &'a str,
+    socket: String,
+    pm: &'a str,
+    max_children: u32,
+    start_servers: u32,
+    min_spare: u32,
+    max_spare: u32,
+    max_requests: u32,
+    terminate_timeout: u32,
+    home: String,
+    disable_functions: String,
+    settings: Vec<(&'static str, String)>,
+}
+
+fn text(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl PoolSpec {
+    pub fn render(&self) -> Result<String, askama::Error> {
+        let max = self.max_children.max(1);
+        let min_spare = 1.max(max / 4);
+        PoolFile {
+            name: self.name.as_str(),
+            pid_file: text(&self.paths.pid),
+            master_log: text(&self.paths.master_log),
+            slow_log: text(&self.paths.slow_log),
+            privileged: self.privileged,
+            www_group: &self.www_group,
+            socket: text(&self.paths.socket),
+            pm: self.pm.as_str(),
+            max_children: max,
+            start_servers: min_spare,
+            min_spare,
+            max_spare: (max / 2).max(min_spare),
+            max_requests: self.max_requests,
+            terminate_timeout: self.terminate_timeout,
+            home: text(&self.home),
+            disable_functions: self.disable_functions.join(","),
+            settings: self.settings.iter().map(|(k, v)| (k, v.ini())).collect(),
+        }
+        .render()
+    }
+}
+
+/// Runs `php-fpm -t` on a candidate file; `Err` carries php-fpm's own words.
+pub async fn check(php_fpm: &Path, conf: &Path) -> Result<(), String> {
+    let out = tokio::process::Command::new(php_fpm)
+        .arg("-t")
+        .arg("-y")
+        .arg(conf)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .await
+        .map_err(|e| format!("running {}: {e}", php_fpm.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("ALERT"))
+            .collect();
+        let message = if lines.is_empty() {
+            stderr.trim().to_owned()
+        } else {
+            lines.join("; ")
+        };
+        Err(format!(
+            "php-fpm rejected the pool file: {}",
+            message.chars().take(600).collect::<String>()
+        ))
+    }
+}
+
+/// Whether the file now in place differs from `content`.
+pub fn differs(conf: &Path, content: &str) -> bool {
+    std::fs::read_to_string(conf)
+        .map(|live| live != content)
+        .unwrap_or(true)
+}
+
+/// Writes `content` as a candidate next to the live file, checks it, and only then renames
+/// it over the live one. A rejected candidate is removed and the live file stays.
+pub async fn replace_checked(php_fpm: &Path, conf: &Path, content: &str) -> Result<(), String> {
+    let candidate = conf.with_extension("conf.new");
+    write_private(&candidate, content)
+        .map_err(|e| format!("writing {}: {e}", candidate.display()))?;
+    if let Err(e) = check(php_fpm, &candidate).await {
+        let _ = std::fs::remove_file(&candidate);
+        return Err(e);
+    }
+    std::fs::rename(&candidate, conf).map_err(|e| format!("installing {}: {e}", conf.display()))
+}
+
+/// Writes a file only its owner may read (pool files name paths and users).
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PhpBounds;
+
+    #[test]
+    fn renders_checked_values_only() {
+        let name = TenantName::parse("acme").unwrap();
+        let settings = PhpSettings::parse(
+            serde_json::json!({"memory_limit": "128M", "display_errors": false})
+                .as_object()
+                .unwrap(),
+            &PhpBounds {
+                memory_limit_mb: 256,
+                upload_max_mb: 64,
+                max_execution_time: 60,
+            },
+        )
+        .unwrap();
+        let spec = PoolSpec {
+            name: name.clone(),
+            home: PathBuf::from("/srv/lodge/tenants/acme"),
+            paths: PoolPaths::new(Path::new("/run/lodge"), &name),
+            privileged: true,
+            www_group: "lodge-www".into(),
+            pm: PmMode::Dynamic,
+            max_children: 8,
+            max_requests: 500,
+            terminate_timeout: 70,
+            disable_functions: vec!["exec".into(), "system".into()],
+            settings,
+        };
+        let conf = spec.render().unwrap();
+        assert!(conf.contains("[acme]\nuser = acme\ngroup = acme\n"));
+        assert!(conf.contains("listen = /run/lodge/fpm/acme.sock\n"));
+        assert!(conf.contains("listen.group = lodge-www\n"));
+        assert!(conf.contains("pm = dynamic\npm.max_children = 8\npm.start_servers = 2\n"));
+        assert!(conf.contains("php_admin_value[open_basedir] = /srv/lodge/tenants/acme/\n"));
+        assert!(conf.contains("php_admin_value[disable_functions] = exec,system\n"));
+        assert!(conf.contains("php_value[memory_limit] = 128M\n"));
+        assert!(conf.contains("php_value[display_errors] = Off\n"));
+        assert!(conf.contains("slowlog = /run/lodge/pools/acme.slow.log\n"));
+        assert!(conf.contains("process_control_timeout = 30s"));
+        assert!(!conf.contains("/tmp\n") || conf.contains("acme/tmp\n"));
+    }
+}

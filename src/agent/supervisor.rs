@@ -1,0 +1,340 @@
+//! The supervisor: starts the panel and one php-fpm master per tenant as children, each in
+//! its own process group, restarts what dies with exponential back-off, stops a crash loop,
+//! and signals masters: SIGUSR2 to reload a changed file, SIGUSR1 to reopen logs, SIGQUIT to
+//! stop gracefully.
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// More crashes than this within `CRASH_WINDOW` is a crash loop: no more restarts until the
+/// next apply.
+const CRASH_LIMIT: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a graceful stop may take before SIGKILL (php-fpm's process_control_timeout + 2 s).
+pub const STOP_GRACE: Duration = Duration::from_secs(32);
+
+/// How to start a service.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    /// Run as this user and group (root only); `None` keeps the agent's own.
+    pub user: Option<(u32, u32)>,
+    /// A pid file the service writes (php-fpm), removed when it stops.
+    pub pid_file: Option<PathBuf>,
+    /// The signal that stops it gracefully.
+    pub stop_signal: Signal,
+    /// A signal the kernel sends it when the agent dies (the panel must not outlive the
+    /// agent; tenant masters do, and keep serving until the next agent takes over).
+    pub parent_death: Option<Signal>,
+}
+
+impl Launch {
+    /// A php-fpm master in the foreground with the given pool file.
+    pub fn php_fpm(php_fpm: &Path, conf: &Path, pid_file: &Path) -> Self {
+        Self {
+            program: php_fpm.to_owned(),
+            args: vec!["-F".into(), "-y".into(), conf.into(), "-O".into()],
+            env: Vec::new(),
+            user: None,
+            pid_file: Some(pid_file.to_owned()),
+            stop_signal: Signal::SIGQUIT,
+            parent_death: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Running {
+        pid: u32,
+    },
+    /// Died; starts again at the given time.
+    Waiting,
+    /// Died too often; left stopped until `reset`.
+    CrashLoop(String),
+}
+
+struct Service {
+    launch: Launch,
+    child: Option<Child>,
+    crashes: VecDeque<Instant>,
+    next_start: Option<Instant>,
+    crash_loop: Option<String>,
+    restarts: u32,
+}
+
+/// Something the reconciler should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Restarted { key: String, restarts: u32 },
+    CrashLoop { key: String, message: String },
+}
+
+#[derive(Default)]
+pub struct Supervisor {
+    services: HashMap<String, Service>,
+}
+
+fn spawn(launch: &Launch) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        // Its own process group: a terminal's Ctrl-C reaches the agent, which stops the
+        // children in order, instead of reaching every child at once.
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(signal) = launch.parent_death {
+        // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+            });
+        }
+    }
+    if let Some((uid, gid)) = launch.user {
+        // std drops supplementary groups (setgroups(0)) when switching from root.
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.spawn()
+}
+
+impl Supervisor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes sure `key` runs with `launch`: starts it if it is not running and not waiting
+    /// out a back-off. A crash loop is cleared (an apply is a new attempt).
+    pub fn ensure(&mut self, key: &str, launch: Launch) -> std::io::Result<State> {
+        let service = self
+            .services
+            .entry(key.to_owned())
+            .or_insert_with(|| Service {
+                launch: launch.clone(),
+                child: None,
+                crashes: VecDeque::new(),
+                next_start: None,
+                crash_loop: None,
+                restarts: 0,
+            });
+        service.launch = launch;
+        if service.crash_loop.take().is_some() {
+            service.crashes.clear();
+            service.next_start = None;
+        }
+        if service.child.is_none() && service.next_start.is_none_or(|t| t <= Instant::now()) {
+            let child = spawn(&service.launch)?;
+            service.next_start = None;
+            service.child = Some(child);
+        }
+        Ok(self.state(key).unwrap_or(State::Waiting))
+    }
+
+    pub fn state(&self, key: &str) -> Option<State> {
+        let s = self.services.get(key)?;
+        Some(match (&s.child, &s.crash_loop) {
+            (_, Some(message)) => State::CrashLoop(message.clone()),
+            (Some(child), None) => match child.id() {
+                Some(pid) => State::Running { pid },
+                None => State::Waiting,
+            },
+            (None, None) => State::Waiting,
+        })
+    }
+
+    pub fn pid(&self, key: &str) -> Option<u32> {
+        self.services.get(key)?.child.as_ref()?.id()
+    }
+
+    pub fn restarts(&self, key: &str) -> u32 {
+        self.services.get(key).map(|s| s.restarts).unwrap_or(0)
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+
+    /// Sends a signal to a running service's main process.
+    pub fn signal(&self, key: &str, signal: Signal) -> bool {
+        match self.pid(key) {
+            Some(pid) => kill(Pid::from_raw(pid as i32), signal).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Reaps what exited, restarts what is due, and reports restarts and crash loops.
+    pub fn tick(&mut self) -> Vec<Event> {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        for (key, s) in self.services.iter_mut() {
+            if let Some(child) = s.child.as_mut() {
+                match child.try_wait() {
+                    Ok(None) => continue,
+                    Ok(Some(status)) => {
+                        tracing::warn!(service = %key, %status, "service exited; restarting");
+                        s.child = None;
+                        if let Some(pid) = &s.launch.pid_file {
+                            let _ = std::fs::remove_file(pid);
+                        }
+                        s.crashes.push_back(now);
+                        while s
+                            .crashes
+                            .front()
+                            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+                        {
+                            s.crashes.pop_front();
+                        }
+                        if s.crashes.len() > CRASH_LIMIT {
+                            let message = format!("{key} died {} times within a minute (last: {status}); not restarting", s.crashes.len());
+                            s.crash_loop = Some(message.clone());
+                            events.push(Event::CrashLoop {
+                                key: key.clone(),
+                                message,
+                            });
+                            continue;
+                        }
+                        // The first crash restarts at once, then 1 s, 2 s, 4 s ... up to 30 s.
+                        let n = s.crashes.len() as u32;
+                        let delay = if n <= 1 {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_secs(1 << (n - 2).min(5)).min(MAX_BACKOFF)
+                        };
+                        s.next_start = Some(now + delay);
+                    }
+                    Err(e) => {
+                        tracing::error!(service = %key, error = %e, "waiting for a child");
+                        continue;
+                    }
+                }
+            }
+            if s.child.is_none() && s.crash_loop.is_none() && s.next_start.is_some_and(|t| t <= now)
+            {
+                match spawn(&s.launch) {
+                    Ok(child) => {
+                        s.child = Some(child);
+                        s.next_start = None;
+                        s.restarts += 1;
+                        events.push(Event::Restarted {
+                            key: key.clone(),
+                            restarts: s.restarts,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::error!(service = %key, error = %e, "restart failed");
+                        s.next_start = Some(now + Duration::from_secs(5));
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Stops a service gracefully (its stop signal to the whole process group), then kills
+    /// what is left after `grace`. The service is forgotten.
+    pub async fn stop(&mut self, key: &str, grace: Duration) {
+        let Some(mut s) = self.services.remove(key) else {
+            return;
+        };
+        if let Some(mut child) = s.child.take() {
+            stop_child(&mut child, s.launch.stop_signal, grace).await;
+        }
+        if let Some(pid) = &s.launch.pid_file {
+            let _ = std::fs::remove_file(pid);
+        }
+    }
+
+    /// Stops everything, masters first, in parallel.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        let services: Vec<(String, Service)> = self.services.drain().collect();
+        let stops = services.into_iter().map(|(_, mut s)| async move {
+            if let Some(mut child) = s.child.take() {
+                stop_child(&mut child, s.launch.stop_signal, grace).await;
+            }
+            if let Some(pid) = &s.launch.pid_file {
+                let _ = std::fs::remove_file(pid);
+            }
+        });
+        futures_join_all(stops).await;
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()>>(
+    futures: impl IntoIterator<Item = F>,
+) {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(f);
+    }
+    // A handful of futures: poll them together without another dependency.
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pinned.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn stop_child(child: &mut Child, signal: Signal, grace: Duration) {
+    if let Some(pid) = child.id() {
+        // The group: the master and its workers.
+        let _ = killpg(Pid::from_raw(pid as i32), signal);
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        if let Some(pid) = child.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        let _ = child.kill().await;
+    }
+}
+
+/// Stops masters a previous agent left running (their pid files are in `dir`): SIGQUIT,
+/// then SIGKILL. Only processes whose command line is php-fpm's are touched.
+pub async fn stop_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "pid") {
+            continue;
+        }
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let _ = std::fs::remove_file(&path);
+        let Some(pid) = pid.filter(|p| *p > 1) else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("php-fpm") {
+            continue;
+        }
+        tracing::info!(pid, pid_file = %path.display(), "stopping a php-fpm master left by a previous run");
+        let pid = Pid::from_raw(pid);
+        let _ = kill(pid, Signal::SIGQUIT);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && kill(pid, None).is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if kill(pid, None).is_ok() {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
