@@ -34,12 +34,16 @@ const TICK: Duration = Duration::from_millis(200);
 /// Stops the process at a named point when `LODGE_FAULT=<point>:<tenant>` says so: the
 /// tests kill the agent in the middle of an apply this way and check the next start heals.
 pub(crate) fn fault(point: &str, tenant: &str) {
-    if let Ok(wanted) = std::env::var("LODGE_FAULT") {
-        if wanted == format!("{point}:{tenant}") {
-            eprintln!("lodge: fault injected at {point} for {tenant}: aborting");
-            std::process::abort();
-        }
+    if fault_set(point, tenant) {
+        eprintln!("lodge: fault injected at {point} for {tenant}: aborting");
+        std::process::abort();
     }
+}
+
+/// Whether `LODGE_FAULT=<point>:<tenant>` is set (e.g. `bad-pool`, a pool file php-fpm
+/// rejects, which lodge's own checks never produce).
+pub(crate) fn fault_set(point: &str, tenant: &str) -> bool {
+    std::env::var("LODGE_FAULT").is_ok_and(|wanted| wanted == format!("{point}:{tenant}"))
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

@@ -311,15 +311,27 @@ impl Reconciler {
             disable_functions: t.disable_functions.clone(),
             settings: t.settings.clone(),
         };
-        let content = spec.render().context("rendering the pool file")?;
+        let mut content = spec.render().context("rendering the pool file")?;
+        if super::fault_set("bad-pool", t.name.as_str()) {
+            content.push_str("pm.max_children = 0\n");
+        }
         let changed = pool::differs(&paths.conf, &content);
+        let running = matches!(self.supervisor.state(&key), Some(State::Running { .. }));
         if changed {
-            pool::replace_checked(&php_fpm, &paths.conf, &content)
-                .await
-                .map_err(anyhow::Error::msg)?;
+            if let Err(rejected) = pool::replace_checked(&php_fpm, &paths.conf, &content).await {
+                // The live file stays; if its master is down (an agent restart), it serves again.
+                if !running && paths.conf.exists() {
+                    let launch = Launch::php_fpm(&php_fpm, &paths.conf, &paths.pid);
+                    if self.supervisor.ensure(&key, launch).is_ok() {
+                        if let Some(pid) = self.supervisor.pid(&key) {
+                            self.limit(&t.name, &t.limits, pid);
+                        }
+                    }
+                }
+                bail!(rejected);
+            }
         }
         fault("after-pool", t.name.as_str());
-        let running = matches!(self.supervisor.state(&key), Some(State::Running { .. }));
         if running && changed {
             // A graceful reload of this master only: running requests finish.
             self.supervisor.signal(&key, Signal::SIGUSR2);

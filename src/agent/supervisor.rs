@@ -69,6 +69,8 @@ struct Service {
     next_start: Option<Instant>,
     crash_loop: Option<String>,
     restarts: u32,
+    /// The process group of the last child started (its pid).
+    last_pid: Option<u32>,
 }
 
 /// Something the reconciler should know about.
@@ -127,6 +129,7 @@ impl Supervisor {
                 next_start: None,
                 crash_loop: None,
                 restarts: 0,
+                last_pid: None,
             });
         service.launch = launch;
         if service.crash_loop.take().is_some() {
@@ -136,6 +139,7 @@ impl Supervisor {
         if service.child.is_none() && service.next_start.is_none_or(|t| t <= Instant::now()) {
             let child = spawn(&service.launch)?;
             service.next_start = None;
+            service.last_pid = child.id();
             service.child = Some(child);
         }
         Ok(self.state(key).unwrap_or(State::Waiting))
@@ -183,6 +187,10 @@ impl Supervisor {
                     Ok(None) => continue,
                     Ok(Some(status)) => {
                         tracing::warn!(service = %key, %status, "service exited; restarting");
+                        // Workers of a killed master would keep the old socket: end the group.
+                        if let Some(pid) = s.last_pid {
+                            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                        }
                         s.child = None;
                         if let Some(pid) = &s.launch.pid_file {
                             let _ = std::fs::remove_file(pid);
@@ -223,6 +231,7 @@ impl Supervisor {
             {
                 match spawn(&s.launch) {
                     Ok(child) => {
+                        s.last_pid = child.id();
                         s.child = Some(child);
                         s.next_start = None;
                         s.restarts += 1;

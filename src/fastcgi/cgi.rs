@@ -1,12 +1,13 @@
 //! What travels inside FastCGI: CGI/1.1 variables going in, a CGI response coming out.
 
+use super::record::Param;
 use super::FcgiError;
 
 /// One request for the Responder role: CGI variables (`FCGI_PARAMS`) and a body (`FCGI_STDIN`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
-    /// Sent in this order. Bytes, not strings: CGI variables carry raw HTTP bytes.
-    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    /// CGI variables, sent in this order.
+    pub params: Vec<Param>,
     pub stdin: Vec<u8>,
 }
 

@@ -129,6 +129,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let mut written: Option<io::Result<()>> = None;
         let raw = loop {
             tokio::select! {
+                // Write first, so a write that finished by the time the response did is
+                // counted as finished.
+                biased;
                 res = &mut write, if written.is_none() => written = Some(res),
                 res = &mut read => break res?,
             }
@@ -212,7 +215,7 @@ mod tests {
     #[derive(Debug)]
     struct Seen {
         flags: u8,
-        params: Vec<(Vec<u8>, Vec<u8>)>,
+        params: Vec<record::Param>,
         stdin: Vec<u8>,
     }
 

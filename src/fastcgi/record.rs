@@ -173,11 +173,7 @@ pub fn write_begin_request(buf: &mut Vec<u8>, request_id: u16, role: u16, flags:
 
 /// Appends the whole `FCGI_PARAMS` stream, ending with its empty record. Pairs are packed
 /// into records without ever splitting one across two (php-fpm cannot reassemble them).
-pub fn write_params(
-    buf: &mut Vec<u8>,
-    request_id: u16,
-    params: &[(Vec<u8>, Vec<u8>)],
-) -> Result<(), FcgiError> {
+pub fn write_params(buf: &mut Vec<u8>, request_id: u16, params: &[Param]) -> Result<(), FcgiError> {
     let mut record = Vec::new();
     let mut pair = Vec::new();
     for (name, value) in params {
@@ -202,6 +198,10 @@ pub fn write_params(
     write_record(buf, RecordType::Params, request_id, &[]);
     Ok(())
 }
+
+/// A name-value pair, e.g. a CGI variable. Bytes, not strings: CGI variables carry raw
+/// HTTP bytes.
+pub type Param = (Vec<u8>, Vec<u8>);
 
 /// The longest name or value the 4-byte length form can carry (its top bit is the marker).
 pub const MAX_NAME_VALUE_LEN: usize = 0x7fff_ffff;
@@ -230,7 +230,7 @@ fn write_length(buf: &mut Vec<u8>, len: usize) -> Result<(), FcgiError> {
 }
 
 /// Decodes the content of a name-value stream (`FCGI_PARAMS`, `FCGI_GET_VALUES_RESULT`).
-pub fn decode_name_values(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, FcgiError> {
+pub fn decode_name_values(mut data: &[u8]) -> Result<Vec<Param>, FcgiError> {
     let mut pairs = Vec::new();
     while !data.is_empty() {
         let name_len = read_length(&mut data)?;
@@ -528,7 +528,7 @@ pub(crate) mod tests {
     fn params_never_split_a_pair() {
         // Three pairs of ~30 KB: two fit in the first record, the third starts a new one.
         let value = vec![b'v'; 30_000];
-        let params: Vec<(Vec<u8>, Vec<u8>)> = ["A", "B", "C"]
+        let params: Vec<Param> = ["A", "B", "C"]
             .iter()
             .map(|n| (n.as_bytes().to_vec(), value.clone()))
             .collect();
