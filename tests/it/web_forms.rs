@@ -41,6 +41,9 @@ pub const HOSTILE: &[&str] = &[
     "<script>alert(1)</script>",
 ];
 
+/// A form post: path, fields, and the field whose error is expected.
+type FormCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// An app with a plan, a tenant `acme` with a vhost, a reseller, and a signed-in admin.
 async fn seeded() -> (App, Dashboard, String) {
     let app = spawn_app().await;
@@ -163,7 +166,7 @@ async fn hostile_values_through_the_forms_are_refused_inline_and_store_nothing()
     let before = snapshot(&app, &admin).await;
     assert!(HOSTILE.len() >= 30);
     for value in HOSTILE {
-        let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+        let cases: Vec<FormCase> = vec![
             ("/tenants", vec![("name", value), ("plan", "basic")], "name"),
             (
                 "/tenants",

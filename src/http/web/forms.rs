@@ -141,7 +141,7 @@ pub fn checked(raw: &Option<String>) -> bool {
 
 /// Splits a textarea of names (one per line, or separated by spaces or commas).
 pub fn name_list(raw: &str) -> Vec<String> {
-    raw.split(|c: char| c == '\n' || c == ',' || c == ' ' || c == '\r' || c == '\t')
+    raw.split(['\n', ',', ' ', '\r', '\t'])
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
