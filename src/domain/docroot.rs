@@ -87,6 +87,8 @@ fn parse_segments(raw: &str) -> Result<Vec<&str>, Invalid> {
             s if s.starts_with('.') => {
                 return invalid("must not contain hidden directories (starting with '.')")
             }
+            // A leading '-' reads as an option to any tool that is handed the path.
+            s if s.starts_with('-') => return invalid("a directory name must not start with '-'"),
             s => {
                 if let Some(c) = s
                     .chars()

@@ -57,11 +57,25 @@ impl DomainName {
             // Plain ASCII needs no IDNA mapping: check it directly, for precise messages.
             let ascii = raw.to_ascii_lowercase();
             Self::check_ascii(&ascii)?;
-            // Punycode labels must decode to what IDNA would have produced.
-            if ascii.split('.').any(|l| l.starts_with("xn--"))
-                && idna::domain_to_ascii_strict(&ascii).ok().as_deref() != Some(ascii.as_str())
-            {
-                return invalid("has a punycode (xn--) label that is not valid IDNA");
+            // Punycode labels must decode to what IDNA would have produced, and what they
+            // decode to gets the same homograph check as a name typed in Unicode.
+            if ascii.split('.').any(|l| l.starts_with("xn--")) {
+                if idna::domain_to_ascii_strict(&ascii).ok().as_deref() != Some(ascii.as_str()) {
+                    return invalid("has a punycode (xn--) label that is not valid IDNA");
+                }
+                let (unicode, result) = idna::domain_to_unicode(&ascii);
+                if result.is_err() {
+                    return invalid("has a punycode (xn--) label that is not valid IDNA");
+                }
+                if let Some(c) = has_forbidden_char(&unicode) {
+                    return invalid(format!(
+                        "decodes to the forbidden character {}",
+                        describe_char(c)
+                    ));
+                }
+                for label in unicode.split('.') {
+                    refuse_mixed_scripts(label)?;
+                }
             }
             return Ok(Self(ascii));
         }
@@ -187,6 +201,8 @@ mod tests {
             "ex_ample.com",
             "1.2.3.4",
             "xn--zz.com",
+            "xn--exmple-4nf.com",
+            "exa\u{00ad}mple.org",
             "exаmple.com",
             "example\u{200b}.com",
             "ｅｘａｍｐｌｅ.com",

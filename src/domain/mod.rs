@@ -105,8 +105,14 @@ pub(crate) fn has_forbidden_char(s: &str) -> Option<char> {
     s.chars().find(|&c| {
         c.is_control()
             || matches!(c as u32,
-                0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069
-                | 0xFEFF | 0xFF00..=0xFFEF | 0xFFF9..=0xFFFB)
+                // Invisible or ignorable characters IDNA would silently drop or that hide
+                // what a name really is: soft hyphen, combining grapheme joiner, Hangul
+                // fillers, Mongolian vowel separator, zero-width and bidi controls, line and
+                // paragraph separators, variation selectors, musical formatting, tags.
+                0x00AD | 0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+                | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0x3164
+                | 0xFE00..=0xFE0F | 0xFEFF | 0xFF00..=0xFFEF | 0xFFF0..=0xFFFB
+                | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
     })
 }
 

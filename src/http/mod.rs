@@ -6,6 +6,7 @@ pub mod web;
 use crate::auth::Throttle;
 use crate::control::Control;
 use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ async fn wake_agent(
 }
 
 /// Request bodies larger than this are refused (a PEM bundle is the largest legitimate one).
-const BODY_LIMIT: usize = 256 * 1024;
+pub(crate) const BODY_LIMIT: usize = 256 * 1024;
 
 /// The whole panel: API, dashboard, static files and the layers around them.
 pub fn router(state: AppState) -> Router {
@@ -79,12 +80,27 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(api_problem_for_413))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The body limit answers before any route runs, in plain text; API clients get a problem
+/// document like for every other error.
+async fn api_problem_for_413(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    if api && response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return api::error::ApiError::TooLarge.into_response();
+    }
+    response
 }
 
 /// Where `static/` is: beside the binary's crate when run from the source tree, or the

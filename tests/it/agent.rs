@@ -56,7 +56,11 @@ impl Site {
         std::fs::create_dir_all(&base).unwrap();
         // Ranges of 40 UIDs per test, well away from the defaults and from each other.
         let first = 30_000 + (pid % 60) * 400 + (n % 10) * 40;
-        Site { base, uid_range: format!("{first}-{}", first + 39), prefix: format!("t{}{}x", pid % 10_000, n) }
+        Site {
+            base,
+            uid_range: format!("{first}-{}", first + 39),
+            prefix: format!("t{}{}x", pid % 10_000, n),
+        }
     }
 
     fn tenant(&self, short: &str) -> String {
@@ -76,7 +80,11 @@ impl Site {
         self.run().join("fpm").join(format!("{tenant}.sock"))
     }
     fn docroot(&self, tenant: &str, domain: &str) -> PathBuf {
-        self.tenants().join(tenant).join("sites").join(domain).join("public")
+        self.tenants()
+            .join(tenant)
+            .join("sites")
+            .join(domain)
+            .join("public")
     }
 }
 
@@ -93,13 +101,26 @@ impl Agent {
         let lodge = env!("CARGO_BIN_EXE_lodge");
         if !site.data().join("lodge.db").exists() {
             let mut add = Command::new(lodge)
-                .args(["--data-dir", site.data().to_str().unwrap(), "user", "add", "admin", "--role", "admin", "--password-stdin"])
+                .args([
+                    "--data-dir",
+                    site.data().to_str().unwrap(),
+                    "user",
+                    "add",
+                    "admin",
+                    "--role",
+                    "admin",
+                    "--password-stdin",
+                ])
                 .env("LODGE_LOG", "warn")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();
-            add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+            add.stdin
+                .take()
+                .unwrap()
+                .write_all(format!("{PASSWORD}\n").as_bytes())
+                .unwrap();
             assert!(add.wait().unwrap().success());
         }
         let mut cmd = Command::new(lodge);
@@ -129,8 +150,16 @@ impl Agent {
                 }
             }
         });
-        let base_url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60))).await.unwrap().expect("the panel starts");
-        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(60)).build().unwrap();
+        let base_url =
+            tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("the panel starts");
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let r: Value = http
             .post(format!("{base_url}/api/v1/tokens"))
             .json(&json!({"username": "admin", "password": PASSWORD}))
@@ -141,11 +170,19 @@ impl Agent {
             .await
             .unwrap();
         let token = r["token"].as_str().expect("a token").to_owned();
-        Agent { child, base_url, http, token }
+        Agent {
+            child,
+            base_url,
+            http,
+            token,
+        }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}/api/v1{path}", self.base_url)).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base_url))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -163,18 +200,26 @@ impl Agent {
     async fn applied(&self, tenant: &str, state: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let (_, t) = self.call(Method::GET, &format!("/tenants/{tenant}"), None).await;
+            let (_, t) = self
+                .call(Method::GET, &format!("/tenants/{tenant}"), None)
+                .await;
             if t["applied"]["state"] == state && t["applied"]["generation"] == t["generation"] {
                 return t;
             }
-            assert!(Instant::now() < deadline, "{tenant} not {state} within {within:?}: {t}");
+            assert!(
+                Instant::now() < deadline,
+                "{tenant} not {state} within {within:?}: {t}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Stops the agent as an operator would (SIGTERM): it stops the masters and the panel.
     fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -221,20 +266,35 @@ fn script(site: &Site, tenant: &str, domain: &str, name: &str, body: &str) -> Pa
 }
 
 fn ids(user: &str) -> (u32, u32) {
-    let u = nix::unistd::User::from_name(user).unwrap().unwrap_or_else(|| panic!("no user {user}"));
+    let u = nix::unistd::User::from_name(user)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no user {user}"));
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
 fn master_pid(site: &Site, tenant: &str) -> Option<i32> {
-    std::fs::read_to_string(site.run().join("pools").join(format!("{tenant}.pid"))).ok()?.trim().parse().ok()
+    std::fs::read_to_string(site.run().join("pools").join(format!("{tenant}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn processes_of(uid: u32) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-        .filter(|e| std::fs::metadata(e.path()).map(|m| m.uid() == uid).unwrap_or(false))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::metadata(e.path())
+                .map(|m| m.uid() == uid)
+                .unwrap_or(false)
+        })
         .count()
 }
 
@@ -249,9 +309,16 @@ async fn wait_for<F: FnMut() -> bool>(what: &str, within: Duration, mut check: F
 async fn make_tenant(agent: &Agent, site: &Site, short: &str) -> (String, String) {
     let tenant = site.tenant(short);
     let domain = format!("{tenant}.example");
-    let (status, body) = agent.post("/tenants", json!({"name": tenant, "plan": "basic"})).await;
+    let (status, body) = agent
+        .post("/tenants", json!({"name": tenant, "plan": "basic"}))
+        .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = agent.post(&format!("/tenants/{tenant}/vhosts"), json!({"domain": domain})).await;
+    let (status, body) = agent
+        .post(
+            &format!("/tenants/{tenant}/vhosts"),
+            json!({"domain": domain}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     (tenant, domain)
 }
@@ -261,15 +328,39 @@ async fn tenants_are_real_isolated_and_healed() {
     require_root!("tenants_are_real_isolated_and_healed");
     let site = Site::new();
     let agent = Agent::start(&site, None).await;
-    assert_eq!(agent.post("/plans", json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await.0, 201);
+    assert_eq!(
+        agent
+            .post(
+                "/plans",
+                json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})
+            )
+            .await
+            .0,
+        201
+    );
 
     // 1. A tenant and a vhost made through the API serve PHP as the tenant within 2 s.
     let started = Instant::now();
     let (a, a_domain) = make_tenant(&agent, &site, "a").await;
     let t = agent.applied(&a, "ok", Duration::from_secs(2)).await;
-    let id_script = script(&site, &a, &a_domain, "id.php", "<?php echo 'euid=', posix_geteuid();");
-    wait_for("PHP answers on the new socket", Duration::from_secs(2), || php(&site.socket(&a), &id_script).is_some()).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "first PHP response after {:?}", started.elapsed());
+    let id_script = script(
+        &site,
+        &a,
+        &a_domain,
+        "id.php",
+        "<?php echo 'euid=', posix_geteuid();",
+    );
+    wait_for(
+        "PHP answers on the new socket",
+        Duration::from_secs(2),
+        || php(&site.socket(&a), &id_script).is_some(),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "first PHP response after {:?}",
+        started.elapsed()
+    );
     let out = php(&site.socket(&a), &id_script).unwrap();
     assert!(out.contains(&format!("euid={}", t["uid"])), "{out}");
     assert_eq!(ids(&a).0 as i64, t["uid"].as_i64().unwrap());
@@ -292,21 +383,38 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     );
     let spy = script(&site, &a, &a_domain, "spy.php", &spy_body);
     let out = php(&site.socket(&a), &spy).unwrap();
-    for line in ["passwd=denied", "other=denied", "listing=denied", "socket=denied"] {
+    for line in [
+        "passwd=denied",
+        "other=denied",
+        "listing=denied",
+        "socket=denied",
+    ] {
         assert!(out.contains(line), "{line} expected in {out}");
     }
     // The sockets: 0660, owner the tenant, group lodge-www.
     let meta = std::fs::metadata(site.socket(&a)).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660);
     assert_eq!(meta.uid(), ids(&a).0);
-    assert_eq!(meta.gid(), nix::unistd::Group::from_name("lodge-www").unwrap().unwrap().gid.as_raw());
+    assert_eq!(
+        meta.gid(),
+        nix::unistd::Group::from_name("lodge-www")
+            .unwrap()
+            .unwrap()
+            .gid
+            .as_raw()
+    );
 
     // 3. kill -9 of a master is healed within 3 s.
     let old = master_pid(&site, &a).expect("a pid file");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let killed = Instant::now();
     wait_for("a new master serving", Duration::from_secs(3), || {
-        master_pid(&site, &a).is_some_and(|p| p != old) && php(&site.socket(&a), &id_script).is_some()
+        master_pid(&site, &a).is_some_and(|p| p != old)
+            && php(&site.socket(&a), &id_script).is_some()
     })
     .await;
     eprintln!("master of {a} healed in {:?}", killed.elapsed());
@@ -319,33 +427,70 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     let tmp = site.tenants().join(&a).join("tmp");
     std::fs::remove_dir_all(&tmp).unwrap();
     std::os::unix::fs::symlink("/etc", &tmp).unwrap();
-    let (status, _) = agent.call(Method::PATCH, &format!("/tenants/{a}"), Some(json!({"php": {"memory_limit": "64M"}}))).await;
+    let (status, _) = agent
+        .call(
+            Method::PATCH,
+            &format!("/tenants/{a}"),
+            Some(json!({"php": {"memory_limit": "64M"}})),
+        )
+        .await;
     assert_eq!(status, 200);
     agent.applied(&a, "ok", Duration::from_secs(5)).await;
     let after = std::fs::metadata("/etc/shadow").unwrap();
-    assert_eq!((after.uid(), after.gid(), after.mode()), (shadow.uid(), shadow.gid(), shadow.mode()), "/etc/shadow changed");
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (shadow.uid(), shadow.gid(), shadow.mode()),
+        "/etc/shadow changed"
+    );
     let etc = std::fs::metadata("/etc").unwrap();
     assert_eq!((etc.uid(), etc.mode() & 0o7777), (0, 0o755), "/etc changed");
-    assert!(std::fs::symlink_metadata(&logs).unwrap().is_dir(), "logs is a real directory again");
+    assert!(
+        std::fs::symlink_metadata(&logs).unwrap().is_dir(),
+        "logs is a real directory again"
+    );
 
     // 5. Suspend stops the pool; unsuspend brings it back.
-    let (status, _) = agent.post(&format!("/tenants/{a}/suspend"), json!({})).await;
+    let (status, _) = agent
+        .post(&format!("/tenants/{a}/suspend"), json!({}))
+        .await;
     assert_eq!(status, 200);
     agent.applied(&a, "ok", Duration::from_secs(5)).await;
-    wait_for("no process of the suspended tenant", Duration::from_secs(5), || processes_of(ids(&a).0) == 0).await;
+    wait_for(
+        "no process of the suspended tenant",
+        Duration::from_secs(5),
+        || processes_of(ids(&a).0) == 0,
+    )
+    .await;
     assert!(!site.socket(&a).exists(), "the socket is gone");
-    let (_, vhost) = agent.call(Method::GET, &format!("/vhosts/{a_domain}"), None).await;
+    let (_, vhost) = agent
+        .call(Method::GET, &format!("/vhosts/{a_domain}"), None)
+        .await;
     assert_eq!(vhost["state"], "suspended");
-    let (status, _) = agent.post(&format!("/tenants/{a}/unsuspend"), json!({})).await;
+    let (status, _) = agent
+        .post(&format!("/tenants/{a}/unsuspend"), json!({}))
+        .await;
     assert_eq!(status, 200);
     agent.applied(&a, "ok", Duration::from_secs(5)).await;
-    wait_for("PHP again after unsuspend", Duration::from_secs(3), || php(&site.socket(&a), &id_script).is_some()).await;
+    wait_for("PHP again after unsuspend", Duration::from_secs(3), || {
+        php(&site.socket(&a), &id_script).is_some()
+    })
+    .await;
 
     // 6. Delete stops the pool, archives the home, removes the user; the UID stays reserved.
     let uid = ids(&b).0;
-    let (status, _) = agent.call(Method::DELETE, &format!("/tenants/{b}"), None).await;
+    let (status, _) = agent
+        .call(Method::DELETE, &format!("/tenants/{b}"), None)
+        .await;
     assert_eq!(status, 204);
-    wait_for("the user removed", Duration::from_secs(10), || nix::unistd::User::from_name(&b).unwrap().is_none()).await;
+    wait_for(
+        "the user and group removed",
+        Duration::from_secs(10),
+        || {
+            nix::unistd::User::from_name(&b).unwrap().is_none()
+                && nix::unistd::Group::from_name(&b).unwrap().is_none()
+        },
+    )
+    .await;
     assert_eq!(processes_of(uid), 0, "no process left");
     assert!(!site.socket(&b).exists(), "no socket left");
     assert!(!site.tenants().join(&b).exists(), "no home left");
@@ -354,10 +499,19 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(archives.iter().any(|n| n.starts_with(&format!("{b}-"))), "archived: {archives:?}");
-    let (status, again) = agent.post("/tenants", json!({"name": b, "plan": "basic"})).await;
-    assert_eq!(status, 201);
-    assert_ne!(again["uid"].as_u64().unwrap() as u32, uid, "a new tenant never gets the old UID");
+    assert!(
+        archives.iter().any(|n| n.starts_with(&format!("{b}-"))),
+        "archived: {archives:?}"
+    );
+    let (status, again) = agent
+        .post("/tenants", json!({"name": b, "plan": "basic"}))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_ne!(
+        again["uid"].as_u64().unwrap() as u32,
+        uid,
+        "a new tenant never gets the old UID"
+    );
 
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
@@ -368,14 +522,32 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     require_root!("reloads_are_graceful_and_rejected_files_keep_the_old_pool");
     let site = Site::new();
     let mut agent = Agent::start(&site, None).await;
-    assert_eq!(agent.post("/plans", json!({"name": "basic", "php": {"pm": "static", "max_children": 4}})).await.0, 201);
+    assert_eq!(
+        agent
+            .post(
+                "/plans",
+                json!({"name": "basic", "php": {"pm": "static", "max_children": 4}})
+            )
+            .await
+            .0,
+        201
+    );
     let (a, a_domain) = make_tenant(&agent, &site, "a").await;
     let (b, b_domain) = make_tenant(&agent, &site, "b").await;
     agent.applied(&a, "ok", Duration::from_secs(3)).await;
     agent.applied(&b, "ok", Duration::from_secs(3)).await;
-    let slow = script(&site, &a, &a_domain, "slow.php", "<?php sleep(2); echo 'slow-done';");
+    let slow = script(
+        &site,
+        &a,
+        &a_domain,
+        "slow.php",
+        "<?php sleep(2); echo 'slow-done';",
+    );
     let hello = script(&site, &b, &b_domain, "hello.php", "<?php echo 'hello';");
-    wait_for("B serves", Duration::from_secs(3), || php(&site.socket(&b), &hello).is_some()).await;
+    wait_for("B serves", Duration::from_secs(3), || {
+        php(&site.socket(&b), &hello).is_some()
+    })
+    .await;
 
     // B under load while A's settings change twice; one of A's requests runs across a reload.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -398,12 +570,23 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b_pid = master_pid(&site, &b);
     for limit in ["96M", "112M"] {
-        let (status, _) = agent.call(Method::PATCH, &format!("/tenants/{a}"), Some(json!({"php": {"memory_limit": limit}}))).await;
+        let (status, _) = agent
+            .call(
+                Method::PATCH,
+                &format!("/tenants/{a}"),
+                Some(json!({"php": {"memory_limit": limit}})),
+            )
+            .await;
         assert_eq!(status, 200);
         agent.applied(&a, "ok", Duration::from_secs(5)).await;
     }
-    let slow_out = tokio::task::spawn_blocking(move || in_flight.join().unwrap()).await.unwrap();
-    assert!(slow_out.is_some_and(|o| o.contains("slow-done")), "A's request running during the reload completed");
+    let slow_out = tokio::task::spawn_blocking(move || in_flight.join().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        slow_out.is_some_and(|o| o.contains("slow-done")),
+        "A's request running during the reload completed"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
@@ -423,14 +606,33 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     // the old pool serving and the error in the applied state.
     agent.stop();
     let mut agent = Agent::start(&site, Some(&format!("bad-pool:{a}"))).await;
-    let (status, _) = agent.call(Method::PATCH, &format!("/tenants/{a}"), Some(json!({"php": {"memory_limit": "80M"}}))).await;
+    let (status, _) = agent
+        .call(
+            Method::PATCH,
+            &format!("/tenants/{a}"),
+            Some(json!({"php": {"memory_limit": "80M"}})),
+        )
+        .await;
     assert_eq!(status, 200);
     let t = agent.applied(&a, "error", Duration::from_secs(10)).await;
-    assert!(t["applied"]["error"].as_str().unwrap_or("").contains("php-fpm rejected"), "{t}");
-    let still = std::fs::read_to_string(site.run().join("pools").join(format!("{a}.conf"))).unwrap();
-    assert!(still.contains("php_value[memory_limit] = 112M"), "the live file is the old one");
+    assert!(
+        t["applied"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("php-fpm rejected"),
+        "{t}"
+    );
+    let still =
+        std::fs::read_to_string(site.run().join("pools").join(format!("{a}.conf"))).unwrap();
+    assert!(
+        still.contains("php_value[memory_limit] = 112M"),
+        "the live file is the old one"
+    );
     let hello_a = script(&site, &a, &a_domain, "hello.php", "<?php echo 'still';");
-    assert!(php(&site.socket(&a), &hello_a).is_some_and(|o| o.contains("still")), "the old pool still serves");
+    assert!(
+        php(&site.socket(&a), &hello_a).is_some_and(|o| o.contains("still")),
+        "the old pool still serves"
+    );
     agent.stop();
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
@@ -443,20 +645,38 @@ async fn an_agent_killed_mid_apply_converges_on_its_next_start() {
     let tenant = site.tenant("a");
     let mut agent = Agent::start(&site, Some(&format!("after-home:{tenant}"))).await;
     assert_eq!(agent.post("/plans", json!({"name": "basic"})).await.0, 201);
-    let (status, _) = agent.post("/tenants", json!({"name": tenant, "plan": "basic"})).await;
+    let (status, _) = agent
+        .post("/tenants", json!({"name": tenant, "plan": "basic"}))
+        .await;
     assert_eq!(status, 201);
     // The agent aborts after the user and the home, before the pool.
-    wait_for("the agent to abort at the fault point", Duration::from_secs(10), || matches!(agent.child.try_wait(), Ok(Some(_)))).await;
-    assert!(nix::unistd::User::from_name(&tenant).unwrap().is_some(), "the user was made before the fault");
+    wait_for(
+        "the agent to abort at the fault point",
+        Duration::from_secs(10),
+        || matches!(agent.child.try_wait(), Ok(Some(_))),
+    )
+    .await;
+    assert!(
+        nix::unistd::User::from_name(&tenant).unwrap().is_some(),
+        "the user was made before the fault"
+    );
     assert!(!site.socket(&tenant).exists(), "no pool yet");
     drop(agent);
 
     let agent = Agent::start(&site, None).await;
     agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
-    wait_for("the pool after the restart", Duration::from_secs(3), || site.socket(&tenant).exists()).await;
-    let (status, _) = agent.call(Method::DELETE, &format!("/tenants/{tenant}"), None).await;
+    wait_for("the pool after the restart", Duration::from_secs(3), || {
+        site.socket(&tenant).exists()
+    })
+    .await;
+    let (status, _) = agent
+        .call(Method::DELETE, &format!("/tenants/{tenant}"), None)
+        .await;
     assert_eq!(status, 204);
-    wait_for("cleanup", Duration::from_secs(10), || nix::unistd::User::from_name(&tenant).unwrap().is_none()).await;
+    wait_for("cleanup", Duration::from_secs(10), || {
+        nix::unistd::User::from_name(&tenant).unwrap().is_none()
+    })
+    .await;
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
 }

@@ -2,8 +2,8 @@
 //! to sign in, fill forms, click, read the page and take screenshots.
 
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 

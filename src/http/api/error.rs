@@ -13,6 +13,8 @@ pub enum ApiError {
     /// The body is not JSON, or not of the right content type.
     BadRequest(String),
     UnsupportedMediaType,
+    /// The body is larger than the panel accepts.
+    TooLarge,
     /// Too many failed sign-ins: wait this long.
     Throttled(Duration),
 }
@@ -105,6 +107,14 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType => problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as application/json",
+                None,
+            ),
+            ApiError::TooLarge => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the body is larger than {} KiB",
+                    crate::http::BODY_LIMIT / 1024
+                ),
                 None,
             ),
             ApiError::Throttled(wait) => {

@@ -1,0 +1,21 @@
+//! Integration tests against the real `lodge` binary: each test starts its own `lodge serve`
+//! on a free port with a fresh data directory (see `harness`).
+
+mod harness;
+
+// The agent, as root: real users, real php-fpm.
+mod agent;
+
+// The REST API.
+mod api_audit;
+mod api_auth;
+mod api_conflicts;
+mod api_roles;
+mod api_validation;
+
+// The dashboard (forms with CSRF, and a headless browser where one is installed).
+mod browser;
+mod cli;
+mod dashboard;
+mod web_browser;
+mod web_forms;
