@@ -4,6 +4,8 @@
 //! control plane (`control`) checks and stores that description (`store`), with every name
 //! parsed into a checked type (`domain`) and every action decided by one policy (`policy`).
 
+#![recursion_limit = "256"]
+
 pub mod agent;
 pub mod auth;
 pub mod cli;

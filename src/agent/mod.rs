@@ -8,6 +8,7 @@
 
 mod archive;
 pub mod cgroup;
+pub mod health;
 pub mod home;
 pub mod pool;
 pub mod reconcile;
@@ -171,13 +172,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .supervisor
         .ensure("panel", panel_launch(&config, panel)?)
         .context("starting the panel")?;
-    // 6. converge, then follow changes.
-    run_loop(&mut reconciler, wake, &config).await;
+    // 6. health checks of every pool, beside the reconciler.
+    let restarts = health::Restarts::default();
+    let checks = tokio::spawn(health::run(
+        reconciler.store.clone(),
+        config.run_dir.clone(),
+        restarts.clone(),
+        privileged,
+    ));
+    // 7. converge, then follow changes.
+    run_loop(&mut reconciler, wake, &config, &restarts).await;
+    checks.abort();
     reconciler.supervisor.stop_all(supervisor::STOP_GRACE).await;
     Ok(())
 }
 
-async fn run_loop(r: &mut Reconciler, wake: tokio::net::UnixDatagram, config: &Config) {
+async fn run_loop(
+    r: &mut Reconciler,
+    wake: tokio::net::UnixDatagram,
+    config: &Config,
+    restarts: &health::Restarts,
+) {
     let mut full = tokio::time::interval(FULL_PASS);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -197,7 +212,12 @@ async fn run_loop(r: &mut Reconciler, wake: tokio::net::UnixDatagram, config: &C
                                 tracing::error!(error = %e, "recording a crash loop");
                             }
                         }
-                        Event::Restarted { key, restarts } => tracing::info!(service = %key, restarts, "restarted"),
+                        Event::Restarted { key, restarts: n } => {
+                            tracing::info!(service = %key, restarts = n, "restarted");
+                            if let (Some(tenant), Ok(mut counts)) = (key.strip_prefix("fpm:"), restarts.lock()) {
+                                counts.insert(tenant.to_owned(), n);
+                            }
+                        }
                     }
                 }
                 continue;

@@ -4,7 +4,7 @@ use super::{on_unique, Control, ControlError, Page, PageRequest};
 use crate::auth::password;
 use crate::domain::{Checks, FieldError, Password, PhpSettings, Role, TenantName};
 use crate::policy::Actor;
-use crate::store::rows::{PlanRow, TenantRow, UserRow};
+use crate::store::rows::{HealthRow, HealthSample, PlanRow, TenantRow, UserRow};
 use crate::store::{bump_generation, now, AuditEntry};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -624,4 +624,37 @@ pub struct Counts {
     /// Tenants with a change the agent has not applied yet.
     pub pending: i64,
     pub resellers: i64,
+}
+
+/// A tenant's pool health as the agent last saw it, and the last hour's samples.
+pub async fn health(
+    ctl: &Control,
+    actor: &Actor,
+    name: &str,
+) -> Result<(TenantRow, Option<HealthRow>, Vec<HealthSample>), ControlError> {
+    let tenant = get(ctl, actor, name).await?;
+    let current =
+        sqlx::query_as::<_, HealthRow>(&format!("{} WHERE tenant_id = ?", HealthRow::SELECT))
+            .bind(tenant.id)
+            .fetch_optional(&ctl.store.read)
+            .await?;
+    let samples = sqlx::query_as::<_, HealthSample>(
+        "SELECT at, active_processes, total_processes, listen_queue, memory_bytes FROM tenant_health_samples
+         WHERE tenant_id = ? AND at >= ? ORDER BY at",
+    )
+    .bind(tenant.id)
+    .bind(now() - 3600)
+    .fetch_all(&ctl.store.read)
+    .await?;
+    Ok((tenant, current, samples))
+}
+
+/// The path of a tenant's PHP-FPM socket.
+pub fn fpm_socket(ctl: &Control, tenant: &str) -> String {
+    ctl.config
+        .run_dir
+        .join("fpm")
+        .join(format!("{tenant}.sock"))
+        .to_string_lossy()
+        .into_owned()
 }

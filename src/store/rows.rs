@@ -307,3 +307,70 @@ impl AuditRow {
         })
     }
 }
+
+/// What the agent last saw of a tenant's pool.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HealthRow {
+    pub checked_at: i64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub ping_ms: Option<f64>,
+    pub active_processes: Option<i64>,
+    pub idle_processes: Option<i64>,
+    pub total_processes: Option<i64>,
+    pub listen_queue: Option<i64>,
+    pub max_children_reached: Option<i64>,
+    pub slow_requests: Option<i64>,
+    pub accepted_conn: Option<i64>,
+    pub restarts: i64,
+    pub memory_bytes: Option<i64>,
+    pub processes: Option<i64>,
+    pub cpu_usec: Option<i64>,
+}
+
+impl HealthRow {
+    pub const SELECT: &'static str = "SELECT checked_at, ok, error, ping_ms, active_processes, idle_processes,
+            total_processes, listen_queue, max_children_reached, slow_requests, accepted_conn, restarts,
+            memory_bytes, processes, cpu_usec
+        FROM tenant_health";
+
+    pub fn json(&self) -> Value {
+        json!({
+            "checked_at": rfc3339(self.checked_at),
+            "ok": self.ok,
+            "error": self.error,
+            "ping_ms": self.ping_ms,
+            "active_processes": self.active_processes,
+            "idle_processes": self.idle_processes,
+            "total_processes": self.total_processes,
+            "listen_queue": self.listen_queue,
+            "max_children_reached": self.max_children_reached,
+            "slow_requests": self.slow_requests,
+            "accepted_conn": self.accepted_conn,
+            "restarts": self.restarts,
+            "usage": {"memory_bytes": self.memory_bytes, "processes": self.processes, "cpu_usec": self.cpu_usec},
+        })
+    }
+}
+
+/// One point of the last hour's chart.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HealthSample {
+    pub at: i64,
+    pub active_processes: Option<i64>,
+    pub total_processes: Option<i64>,
+    pub listen_queue: Option<i64>,
+    pub memory_bytes: Option<i64>,
+}
+
+impl HealthSample {
+    pub fn json(&self) -> Value {
+        json!({
+            "at": rfc3339(self.at),
+            "active_processes": self.active_processes,
+            "total_processes": self.total_processes,
+            "listen_queue": self.listen_queue,
+            "memory_bytes": self.memory_bytes,
+        })
+    }
+}

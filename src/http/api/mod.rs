@@ -88,6 +88,7 @@ pub(crate) fn routes() -> Routes {
                 ("DELETE", delete(delete_tenant)),
             ],
         )
+        .at("/tenants/{name}/health", vec![("GET", get(tenant_health))])
         .at(
             "/tenants/{name}/suspend",
             vec![("POST", post(suspend_tenant))],

@@ -200,6 +200,15 @@ const OPS: &[Op] = &[
         auth: true,
     },
     Op {
+        method: "GET",
+        path: "/tenants/{name}/health",
+        summary: "The tenant's PHP-FPM pool: last check and the last hour's samples",
+        tag: "tenants",
+        body: None,
+        ok: (200, Some("TenantHealth")),
+        auth: true,
+    },
+    Op {
         method: "POST",
         path: "/tenants/{name}/suspend",
         summary: "Suspend a tenant",
@@ -424,9 +433,20 @@ fn schemas() -> Value {
         "Tenant": {"type": "object", "properties": {
             "name": s("string"), "owner": s("string"), "plan": s("string"), "state": {"enum": ["active", "suspended"]},
             "uid": s("integer"), "gid": s("integer"), "php": schema_ref("PhpSettings"), "vhost_count": s("integer"),
-            "login": s("boolean"), "generation": s("integer"), "applied": schema_ref("Applied"),
+            "login": s("boolean"), "generation": s("integer"), "applied": schema_ref("Applied"), "fpm_socket": s("string"),
             "created_at": s("string"), "updated_at": s("string")}},
         "TenantList": list_of("Tenant"),
+        "Health": {"type": "object", "properties": {
+            "checked_at": s("string"), "ok": s("boolean"), "error": opt("string"), "ping_ms": opt("number"),
+            "active_processes": opt("integer"), "idle_processes": opt("integer"), "total_processes": opt("integer"),
+            "listen_queue": opt("integer"), "max_children_reached": opt("integer"), "slow_requests": opt("integer"),
+            "accepted_conn": opt("integer"), "restarts": s("integer"),
+            "usage": {"type": "object", "properties": {"memory_bytes": opt("integer"), "processes": opt("integer"), "cpu_usec": opt("integer")}}}},
+        "TenantHealth": {"type": "object", "properties": {
+            "tenant": s("string"), "health": {"oneOf": [schema_ref("Health"), {"type": "null"}]},
+            "samples": {"type": "array", "items": {"type": "object", "properties": {
+                "at": s("string"), "active_processes": opt("integer"), "total_processes": opt("integer"),
+                "listen_queue": opt("integer"), "memory_bytes": opt("integer")}}}}},
         "VhostInput": {"type": "object", "additionalProperties": false, "properties": {
             "domain": s("string"), "aliases": {"type": "array", "items": s("string")}, "docroot": s("string"),
             "php": s("boolean"), "front_controller": s("string"),

@@ -215,6 +215,13 @@ pub async fn delete_plan(
 
 // ---- tenants ----
 
+/// A tenant as the API shows it: the stored view plus where its PHP-FPM socket is.
+fn tenant_json(state: &AppState, t: &crate::store::rows::TenantRow) -> Value {
+    let mut v = t.json();
+    v["fpm_socket"] = json!(tenants::fpm_socket(&state.control, &t.name));
+    v
+}
+
 pub async fn list_tenants(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
@@ -235,9 +242,10 @@ pub async fn create_tenant(
     ApiActor(actor): ApiActor,
     ApiJson(body): ApiJson<tenants::NewTenant>,
 ) -> ApiResult {
-    Ok(created(
-        tenants::create(&state.control, &actor, body).await?.json(),
-    ))
+    Ok(created(tenant_json(
+        &state,
+        &tenants::create(&state.control, &actor, body).await?,
+    )))
 }
 
 pub async fn get_tenant(
@@ -245,7 +253,11 @@ pub async fn get_tenant(
     ApiActor(actor): ApiActor,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(Json(tenants::get(&state.control, &actor, &name).await?.json()).into_response())
+    Ok(Json(tenant_json(
+        &state,
+        &tenants::get(&state.control, &actor, &name).await?,
+    ))
+    .into_response())
 }
 
 pub async fn update_tenant(
@@ -254,11 +266,10 @@ pub async fn update_tenant(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<tenants::TenantPatch>,
 ) -> ApiResult {
-    Ok(Json(
-        tenants::update(&state.control, &actor, &name, body)
-            .await?
-            .json(),
-    )
+    Ok(Json(tenant_json(
+        &state,
+        &tenants::update(&state.control, &actor, &name, body).await?,
+    ))
     .into_response())
 }
 
@@ -276,11 +287,10 @@ pub async fn suspend_tenant(
     ApiActor(actor): ApiActor,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(Json(
-        tenants::set_suspended(&state.control, &actor, &name, true)
-            .await?
-            .json(),
-    )
+    Ok(Json(tenant_json(
+        &state,
+        &tenants::set_suspended(&state.control, &actor, &name, true).await?,
+    ))
     .into_response())
 }
 
@@ -289,11 +299,24 @@ pub async fn unsuspend_tenant(
     ApiActor(actor): ApiActor,
     Path(name): Path<String>,
 ) -> ApiResult {
-    Ok(Json(
-        tenants::set_suspended(&state.control, &actor, &name, false)
-            .await?
-            .json(),
-    )
+    Ok(Json(tenant_json(
+        &state,
+        &tenants::set_suspended(&state.control, &actor, &name, false).await?,
+    ))
+    .into_response())
+}
+
+pub async fn tenant_health(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let (tenant, current, samples) = tenants::health(&state.control, &actor, &name).await?;
+    Ok(Json(json!({
+        "tenant": tenant.name,
+        "health": current.map(|h| h.json()),
+        "samples": samples.iter().map(|s| s.json()).collect::<Vec<_>>(),
+    }))
     .into_response())
 }
 

@@ -248,6 +248,78 @@ impl VhostLine {
     }
 }
 
+/// The pool's health for the tenant page, with the last hour as a small chart.
+pub struct HealthView {
+    pub ok: bool,
+    pub checked: String,
+    pub error: Option<String>,
+    pub ping: String,
+    pub active: i64,
+    pub idle: i64,
+    pub total: i64,
+    pub listen_queue: i64,
+    pub max_children_reached: i64,
+    pub slow_requests: i64,
+    pub restarts: i64,
+    pub memory_mb: i64,
+    pub processes: i64,
+    /// SVG polyline points (600 x 80 box) of active and total processes over the hour.
+    pub active_points: String,
+    pub total_points: String,
+    pub chart_max: i64,
+}
+
+const CHART_W: f64 = 600.0;
+const CHART_H: f64 = 80.0;
+
+fn health_view(
+    current: &crate::store::rows::HealthRow,
+    samples: &[crate::store::rows::HealthSample],
+    max_children: i64,
+) -> HealthView {
+    let chart_max = samples
+        .iter()
+        .filter_map(|s| s.total_processes)
+        .max()
+        .unwrap_or(0)
+        .max(max_children)
+        .max(1);
+    let now = crate::store::now();
+    let points = |value: &dyn Fn(&crate::store::rows::HealthSample) -> Option<i64>| {
+        samples
+            .iter()
+            .filter_map(|s| value(s).map(|v| (s.at, v)))
+            .map(|(at, v)| {
+                let x = CHART_W - ((now - at) as f64 / 3600.0 * CHART_W).clamp(0.0, CHART_W);
+                let y = CHART_H - (v as f64 / chart_max as f64 * (CHART_H - 4.0)) - 2.0;
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    HealthView {
+        ok: current.ok,
+        checked: when(current.checked_at),
+        error: current.error.clone(),
+        ping: current
+            .ping_ms
+            .map(|p| format!("{p:.1} ms"))
+            .unwrap_or_else(|| "—".into()),
+        active: current.active_processes.unwrap_or(0),
+        idle: current.idle_processes.unwrap_or(0),
+        total: current.total_processes.unwrap_or(0),
+        listen_queue: current.listen_queue.unwrap_or(0),
+        max_children_reached: current.max_children_reached.unwrap_or(0),
+        slow_requests: current.slow_requests.unwrap_or(0),
+        restarts: current.restarts,
+        memory_mb: current.memory_bytes.unwrap_or(0) / (1024 * 1024),
+        processes: current.processes.unwrap_or(0),
+        active_points: points(&|s| s.active_processes),
+        total_points: points(&|s| s.total_processes),
+        chart_max,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "tenant.html")]
 struct TenantPage {
@@ -264,6 +336,8 @@ struct TenantPage {
     php_errors: Vec<String>,
     general_error: Option<String>,
     usage_warn: bool,
+    health: Option<HealthView>,
+    fpm_socket: String,
 }
 
 fn php_fields(
@@ -311,6 +385,10 @@ async fn render_detail(
         PhpSettings::from_stored(&tenant.php_settings, &crate::domain::PhpBounds::UNBOUNDED)
             .unwrap_or_default();
     let (applied_generation, applied_state, _) = tenant.applied();
+    let (_, current, samples) = tenants::health(ctl, &user.actor, name).await?;
+    let health = current
+        .as_ref()
+        .map(|c| health_view(c, &samples, plan.php_max_children));
     let php_errors = errors.others(&["php"]);
     Ok(TenantPage {
         chrome: Chrome::new(user, "tenants").with_notice(notice),
@@ -328,6 +406,8 @@ async fn render_detail(
         php_fields: php_fields(&stored, submitted, &errors),
         php_errors,
         general_error: errors.general.clone(),
+        health,
+        fpm_socket: tenants::fpm_socket(ctl, &tenant.name),
         tenant,
         plan,
     })
