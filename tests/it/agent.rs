@@ -476,7 +476,47 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     })
     .await;
 
-    // 6. Delete stops the pool, archives the home, removes the user; the UID stays reserved.
+    // 6. Health: the agent pings the pool and reads its status page (our FastCGI client) and
+    //    the tenant's cgroup, whose limits come from the plan.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let health = loop {
+        let (status, h) = agent
+            .call(Method::GET, &format!("/tenants/{a}/health"), None)
+            .await;
+        assert_eq!(status, 200);
+        if h["health"]["ok"] == true && h["health"]["total_processes"].as_i64().unwrap_or(0) >= 1 {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no healthy check within 25 s: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(health["health"]["ping_ms"].as_f64().unwrap() > 0.0);
+    let pids_max = ["/sys/fs/cgroup/pids/lodge", "/sys/fs/cgroup/lodge"]
+        .iter()
+        .map(|root| Path::new(root).join(&a).join("pids.max"))
+        .find(|p| p.exists());
+    if let Some(pids_max) = pids_max {
+        assert_eq!(
+            std::fs::read_to_string(pids_max).unwrap().trim(),
+            "64",
+            "the plan's process limit"
+        );
+        assert!(
+            health["health"]["usage"]["processes"].as_i64().unwrap_or(0) >= 1,
+            "{health}"
+        );
+    } else {
+        eprintln!("no pids cgroup controller here: the cgroup part is not checked");
+    }
+    let (_, t) = agent
+        .call(Method::GET, &format!("/tenants/{a}"), None)
+        .await;
+    assert_eq!(t["fpm_socket"], site.socket(&a).to_str().unwrap());
+
+    // 7. Delete stops the pool, archives the home, removes the user; the UID stays reserved.
     let uid = ids(&b).0;
     let (status, _) = agent
         .call(Method::DELETE, &format!("/tenants/{b}"), None)
