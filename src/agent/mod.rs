@@ -124,7 +124,7 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
     if let Some(url) = &config.public_url {
         env.push(("LODGE_PUBLIC_URL".into(), url.into()));
     }
-    for passthrough in ["LODGE_LOG", "LODGE_STATIC_DIR"] {
+    for passthrough in ["LODGE_LOG"] {
         if let Some(v) = std::env::var_os(passthrough) {
             env.push((passthrough.into(), v));
         }

@@ -1,6 +1,7 @@
 //! The panel's HTTP server: the REST API under `/api/v1`, the dashboard, static files.
 
 pub mod api;
+mod assets;
 pub mod web;
 
 use crate::auth::Throttle;
@@ -45,12 +46,7 @@ pub(crate) const BODY_LIMIT: usize = 256 * 1024;
 
 /// The whole panel: API, dashboard, static files and the layers around them.
 pub fn router(state: AppState) -> Router {
-    let static_files = Router::new()
-        .nest_service("/static", tower_http::services::ServeDir::new(static_dir()))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=3600"),
-        ));
+    let static_files = Router::new().route("/static/{name}", axum::routing::get(assets::serve));
     Router::new()
         .nest("/api/v1", api::router())
         .merge(web::router())
@@ -101,14 +97,6 @@ async fn api_problem_for_413(
         return api::error::ApiError::TooLarge.into_response();
     }
     response
-}
-
-/// Where `static/` is: beside the binary's crate when run from the source tree, or the
-/// directory named by `LODGE_STATIC_DIR`.
-fn static_dir() -> std::path::PathBuf {
-    std::env::var_os("LODGE_STATIC_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static"))
 }
 
 /// Binds the panel's listener, prints its URL, and serves until `shutdown` resolves.

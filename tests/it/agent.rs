@@ -720,3 +720,71 @@ async fn an_agent_killed_mid_apply_converges_on_its_next_start() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
 }
+
+/// The php-fpm masters running with this tenant's pool file.
+fn masters_of(site: &Site, tenant: &str) -> Vec<i32> {
+    let conf = site.run().join("pools").join(format!("{tenant}.conf"));
+    let conf = conf.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("php-fpm: master") && cmdline.contains(&conf)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_agent_leaves_no_orphan_and_no_duplicate() {
+    require_root!("a_restarted_agent_leaves_no_orphan_and_no_duplicate");
+    let site = Site::new();
+    let mut agent = Agent::start(&site, None).await;
+    assert_eq!(agent.post("/plans", json!({"name": "basic"})).await.0, 201);
+    let (tenant, _) = make_tenant(&agent, &site, "a").await;
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+    wait_for("one master", Duration::from_secs(5), || {
+        masters_of(&site, &tenant).len() == 1
+    })
+    .await;
+    let old = masters_of(&site, &tenant)[0];
+
+    // The agent dies without cleaning up: its master is left running.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = agent.child.wait();
+    assert_eq!(
+        masters_of(&site, &tenant),
+        vec![old],
+        "the master outlives the agent"
+    );
+    drop(agent);
+
+    let agent = Agent::start(&site, None).await;
+    wait_for("exactly one new master", Duration::from_secs(10), || {
+        let now = masters_of(&site, &tenant);
+        now.len() == 1 && now[0] != old
+    })
+    .await;
+    assert!(
+        !Path::new(&format!("/proc/{old}")).exists(),
+        "the old master is gone"
+    );
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+    let (status, _) = agent
+        .call(Method::DELETE, &format!("/tenants/{tenant}"), None)
+        .await;
+    assert_eq!(status, 204);
+    wait_for("cleanup", Duration::from_secs(10), || {
+        masters_of(&site, &tenant).is_empty()
+            && nix::unistd::User::from_name(&tenant).unwrap().is_none()
+    })
+    .await;
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&site.base);
+}
