@@ -80,9 +80,19 @@ pub enum Event {
     CrashLoop { key: String, message: String },
 }
 
-#[derive(Default)]
 pub struct Supervisor {
     services: HashMap<String, Service>,
+    /// The first step of the back-off (1 s; the tests use less).
+    backoff_unit: Duration,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self {
+            services: HashMap::new(),
+            backoff_unit: Duration::from_secs(1),
+        }
+    }
 }
 
 fn spawn(launch: &Launch) -> std::io::Result<Child> {
@@ -114,6 +124,14 @@ fn spawn(launch: &Launch) -> std::io::Result<Child> {
 impl Supervisor {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A supervisor whose back-off starts at `unit` instead of one second.
+    pub fn with_backoff_unit(unit: Duration) -> Self {
+        Self {
+            backoff_unit: unit,
+            ..Self::default()
+        }
     }
 
     /// Makes sure `key` runs with `launch`: starts it if it is not running and not waiting
@@ -181,6 +199,7 @@ impl Supervisor {
     pub fn tick(&mut self) -> Vec<Event> {
         let now = Instant::now();
         let mut events = Vec::new();
+        let unit = self.backoff_unit;
         for (key, s) in self.services.iter_mut() {
             if let Some(child) = s.child.as_mut() {
                 match child.try_wait() {
@@ -217,7 +236,7 @@ impl Supervisor {
                         let delay = if n <= 1 {
                             Duration::ZERO
                         } else {
-                            Duration::from_secs(1 << (n - 2).min(5)).min(MAX_BACKOFF)
+                            (unit * (1 << (n - 2).min(5))).min(MAX_BACKOFF)
                         };
                         s.next_start = Some(now + delay);
                     }
@@ -345,5 +364,68 @@ pub async fn stop_leftovers(dir: &Path) {
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = kill(pid, Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch(program: &str, args: &[&str]) -> Launch {
+        Launch {
+            program: program.into(),
+            args: args.iter().map(Into::into).collect(),
+            env: Vec::new(),
+            user: None,
+            pid_file: None,
+            stop_signal: Signal::SIGTERM,
+            parent_death: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_with_backoff_then_declares_a_crash_loop() {
+        let mut sup = Supervisor::with_backoff_unit(Duration::from_millis(10));
+        sup.ensure("crasher", launch("/bin/false", &[])).unwrap();
+        let mut restarts = 0;
+        let mut crash_loop = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crash_loop.is_none() && Instant::now() < deadline {
+            for event in sup.tick() {
+                match event {
+                    Event::Restarted { .. } => restarts += 1,
+                    Event::CrashLoop { message, .. } => crash_loop = Some(message),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(restarts, CRASH_LIMIT, "restarted until the limit");
+        assert!(crash_loop.is_some_and(|m| m.contains("crasher")));
+        assert!(matches!(sup.state("crasher"), Some(State::CrashLoop(_))));
+        // Stays down: more ticks start nothing.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(sup.tick().is_empty());
+        // A new apply is a new attempt.
+        sup.ensure("crasher", launch("/bin/sleep", &["5"])).unwrap();
+        assert!(matches!(sup.state("crasher"), Some(State::Running { .. })));
+        sup.stop("crasher", Duration::from_secs(2)).await;
+        assert!(sup.state("crasher").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_killed_service_is_restarted_at_once() {
+        let mut sup = Supervisor::new();
+        sup.ensure("sleeper", launch("/bin/sleep", &["30"]))
+            .unwrap();
+        let first = sup.pid("sleeper").unwrap();
+        kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while sup.pid("sleeper").is_none_or(|p| p == first) {
+            assert!(Instant::now() < deadline, "not restarted");
+            sup.tick();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(sup.restarts("sleeper"), 1);
+        sup.stop_all(Duration::from_secs(2)).await;
     }
 }

@@ -751,6 +751,24 @@ async fn a_restarted_agent_leaves_no_orphan_and_no_duplicate() {
     .await;
     let old = masters_of(&site, &tenant)[0];
 
+    // The supervisor restarts the panel when it dies.
+    let agent_pid = agent.child.id() as i32;
+    let panel = panel_pid(agent_pid).expect("the panel runs as a child of the agent");
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{panel}")).unwrap().uid(),
+        ids("lodge").0,
+        "the panel runs as lodge"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(panel),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("a new panel", Duration::from_secs(3), || {
+        panel_pid(agent_pid).is_some_and(|p| p != panel)
+    })
+    .await;
+
     // The agent dies without cleaning up: its master is left running.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(agent.child.id() as i32),
@@ -787,4 +805,22 @@ async fn a_restarted_agent_leaves_no_orphan_and_no_duplicate() {
     .await;
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
+}
+
+/// The `lodge panel` child of the agent.
+fn panel_pid(agent: i32) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // The parent pid is the second field after the command in parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(agent) && cmdline.ends_with(b"\0panel\0")
+        })
 }
