@@ -172,6 +172,26 @@ impl PlanValues {
     }
 }
 
+/// Binds a plan's values in the column order both the INSERT and the UPDATE use.
+fn bind_values<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    v: &'q PlanValues,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(v.max_vhosts)
+        .bind(v.pm.as_str())
+        .bind(v.max_children)
+        .bind(v.max_requests)
+        .bind(v.memory_limit_mb)
+        .bind(v.upload_max_mb)
+        .bind(v.max_execution_time)
+        .bind(&v.disable_functions)
+        .bind(v.disk_mb)
+        .bind(v.memory_mb)
+        .bind(v.cpu_percent)
+        .bind(v.max_processes)
+}
+
 fn parse_function_list(list: &[String]) -> Result<String, FieldError> {
     if list.len() > 200 {
         return Err(FieldError::new(
@@ -224,30 +244,20 @@ pub async fn create(
 
     let mut tx = ctl.store.begin().await?;
     let t = now();
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO plans (name, max_vhosts, php_pm, php_max_children, php_max_requests, php_memory_limit_mb,
+    let insert = sqlx::query(
+        "INSERT INTO plans (max_vhosts, php_pm, php_max_children, php_max_requests, php_memory_limit_mb,
              php_upload_max_mb, php_max_execution_time, php_disable_functions, disk_mb, memory_mb, cpu_percent,
-             max_processes, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(name.as_str())
-    .bind(values.max_vhosts)
-    .bind(values.pm.as_str())
-    .bind(values.max_children)
-    .bind(values.max_requests)
-    .bind(values.memory_limit_mb)
-    .bind(values.upload_max_mb)
-    .bind(values.max_execution_time)
-    .bind(&values.disable_functions)
-    .bind(values.disk_mb)
-    .bind(values.memory_mb)
-    .bind(values.cpu_percent)
-    .bind(values.max_processes)
-    .bind(t)
-    .bind(t)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(on_unique("name", format!("a plan named '{name}' exists")))?;
+             max_processes, name, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    let id = bind_values(insert, &values)
+        .bind(name.as_str())
+        .bind(t)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique("name", format!("a plan named '{name}' exists")))?
+        .last_insert_rowid();
     let plan = fetch(&mut tx, id).await?;
     bump_generation(&mut tx).await?;
     AuditEntry::new(actor, "plan.create", format!("plan:{name}"))
@@ -328,28 +338,17 @@ pub async fn update(
     checks.finish().map_err(ControlError::Invalid)?;
 
     let mut tx = ctl.store.begin().await?;
-    sqlx::query(
+    let update = sqlx::query(
         "UPDATE plans SET max_vhosts = ?, php_pm = ?, php_max_children = ?, php_max_requests = ?,
              php_memory_limit_mb = ?, php_upload_max_mb = ?, php_max_execution_time = ?, php_disable_functions = ?,
              disk_mb = ?, memory_mb = ?, cpu_percent = ?, max_processes = ?, updated_at = ?
          WHERE id = ?",
-    )
-    .bind(values.max_vhosts)
-    .bind(values.pm.as_str())
-    .bind(values.max_children)
-    .bind(values.max_requests)
-    .bind(values.memory_limit_mb)
-    .bind(values.upload_max_mb)
-    .bind(values.max_execution_time)
-    .bind(&values.disable_functions)
-    .bind(values.disk_mb)
-    .bind(values.memory_mb)
-    .bind(values.cpu_percent)
-    .bind(values.max_processes)
-    .bind(now())
-    .bind(before.id)
-    .execute(&mut *tx)
-    .await?;
+    );
+    bind_values(update, &values)
+        .bind(now())
+        .bind(before.id)
+        .execute(&mut *tx)
+        .await?;
     let after = fetch(&mut tx, before.id).await?;
     // Tenants whose own settings the lowered plan no longer allows must be fixed first.
     let bounds = after.php_bounds();

@@ -1,7 +1,7 @@
 //! The overview, the account page (password, two-factor sign-in) and API tokens.
 
 use super::forms::{form_errors, CsrfForm, Errors};
-use super::{done, form_again, page, when, Chrome, WebResult, WebUser};
+use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
 use crate::auth::{session, totp};
 use crate::control::{audit, tenants, tokens, users, PageRequest};
 use crate::domain::Role;
@@ -22,11 +22,6 @@ pub fn router() -> Router<AppState> {
         .route("/account/totp/disable", post(disable_totp))
         .route("/tokens", get(tokens_page).post(create_token))
         .route("/tokens/{id}/revoke", post(revoke_token))
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 /// A usage meter: label, used, allowed (`None`: no limit).

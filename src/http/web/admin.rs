@@ -2,7 +2,7 @@
 
 use super::forms::{echo, form_errors, name_list, number, CsrfForm, Errors};
 use super::session::Empty;
-use super::{done, form_again, page, when, Chrome, WebResult, WebUser};
+use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
 use crate::control::{audit, plans, users, ControlError, PageRequest};
 use crate::domain::{FieldError, Role};
 use crate::http::AppState;
@@ -23,11 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/plans/{name}", get(edit_plan).post(update_plan))
         .route("/plans/{name}/delete", post(delete_plan))
         .route("/audit", get(audit_page))
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 // ---- resellers ----

@@ -78,6 +78,12 @@ fn notice_text(code: &str) -> Option<&'static str> {
     })
 }
 
+/// `?done=<code>` after a redirect: which notice to show.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DoneQuery {
+    pub done: Option<String>,
+}
+
 /// Why a page could not be shown.
 #[derive(Debug)]
 pub enum WebError {

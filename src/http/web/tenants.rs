@@ -2,7 +2,7 @@
 
 use super::forms::{checked, echo, form_errors, name_list, CsrfForm, Errors};
 use super::session::Empty;
-use super::{done, form_again, page, when, Chrome, WebResult, WebUser};
+use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
 use crate::control::{plans, tenants, users, vhosts, ControlError, PageRequest};
 use crate::domain::{PhpSettings, PhpValue, Role};
 use crate::http::AppState;
@@ -411,11 +411,6 @@ async fn render_detail(
         tenant,
         plan,
     })
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 async fn detail(
