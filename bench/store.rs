@@ -120,7 +120,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 // ---- the server and its data directory ----
 
 /// A fresh data directory under the system temp dir, removed on drop unless
-/// `BENCH_KEEP_DATA` is set.
+/// `BENCH_KEEP_DATA` is set or the bench failed (its serve.log tells why).
 struct DataDir {
     path: PathBuf,
 }
@@ -140,7 +140,7 @@ impl DataDir {
 
 impl Drop for DataDir {
     fn drop(&mut self) {
-        if std::env::var_os("BENCH_KEEP_DATA").is_some() {
+        if std::env::var_os("BENCH_KEEP_DATA").is_some() || std::thread::panicking() {
             eprintln!("bench: kept the data in {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);

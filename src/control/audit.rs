@@ -47,7 +47,7 @@ pub async fn list(
            AND (?6 IS NULL OR substr(target, 1, length(?6)) = ?6)
            AND (?7 IS NULL OR at >= ?7)
            AND (?8 IS NULL OR at <= ?8)
-           AND (?9 IS NULL OR id < ?9)
+           AND id < COALESCE(?9, 9223372036854775807)
          ORDER BY id DESC LIMIT ?10",
     )
     .bind(owner)

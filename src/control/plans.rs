@@ -300,7 +300,7 @@ pub async fn list(
 ) -> Result<Page<PlanRow>, ControlError> {
     let only = visible_plan(ctl, actor).await?;
     let rows = sqlx::query_as::<_, PlanRow>(&format!(
-        "{} WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR name > ?2) ORDER BY name LIMIT ?3",
+        "{} WHERE (?1 IS NULL OR id = ?1) AND name > COALESCE(?2, '') ORDER BY name LIMIT ?3",
         PlanRow::SELECT
     ))
     .bind(only)

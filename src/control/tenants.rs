@@ -266,6 +266,7 @@ pub async fn create(
             .execute(&mut *tx)
             .await?;
     }
+    refresh_search_text(&mut tx, id).await?;
     let tenant = fetch(&mut tx, id).await?;
     AuditEntry::new(actor, "tenant.create", format!("tenant:{name}"))
         .after(tenant.json())
@@ -311,10 +312,8 @@ pub async fn list(
         None => None,
     };
     let rows = sqlx::query_as::<_, TenantRow>(&format!(
-        "{} WHERE (?1 IS NULL OR t.owner_id = ?1) AND (?2 IS NULL OR t.id = ?2) AND (?3 IS NULL OR t.name > ?3)
-             AND (?4 IS NULL OR instr(t.name, ?4) > 0
-                  OR EXISTS (SELECT 1 FROM vhosts v JOIN vhost_names n ON n.vhost_id = v.id
-                             WHERE v.tenant_id = t.id AND instr(n.name, ?4) > 0))
+        "{} WHERE (?1 IS NULL OR t.owner_id = ?1) AND (?2 IS NULL OR t.id = ?2) AND t.name > COALESCE(?3, '')
+             AND (?4 IS NULL OR instr(t.search_text, ?4) > 0)
              AND (?5 IS NULL OR o.username = ?5)
          ORDER BY t.name LIMIT ?6",
         TenantRow::SELECT
@@ -657,4 +656,22 @@ pub fn fpm_socket(ctl: &Control, tenant: &str) -> String {
         .join(format!("{tenant}.sock"))
         .to_string_lossy()
         .into_owned()
+}
+
+/// Recomputes the text a tenant is searched by: its name and its vhosts' host names. Called in
+/// the transaction of every change to those names.
+pub(crate) async fn refresh_search_text(
+    tx: &mut sqlx::SqliteConnection,
+    tenant_id: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tenants SET search_text = name || ' ' || COALESCE(
+             (SELECT group_concat(n.name, ' ') FROM vhosts v JOIN vhost_names n ON n.vhost_id = v.id
+              WHERE v.tenant_id = tenants.id), '')
+         WHERE id = ?",
+    )
+    .bind(tenant_id)
+    .execute(tx)
+    .await
+    .map(|_| ())
 }

@@ -154,7 +154,7 @@ pub async fn list(
     role: Option<Role>,
 ) -> Result<Page<UserRow>, ControlError> {
     let rows = sqlx::query_as::<_, UserRow>(&format!(
-        "{} WHERE (?1 IS NULL OR u.id = ?1) AND (?2 IS NULL OR u.role = ?2) AND (?3 IS NULL OR u.username > ?3)
+        "{} WHERE (?1 IS NULL OR u.id = ?1) AND (?2 IS NULL OR u.role = ?2) AND u.username > COALESCE(?3, '')
          ORDER BY u.username LIMIT ?4",
         UserRow::SELECT
     ))

@@ -293,6 +293,7 @@ pub async fn create(
     .map_err(on_unique("domain", format!("'{domain}' is already served by another vhost")))?;
     insert_names(&mut tx, id, &domain, &values.aliases).await?;
     touch_tenant(&mut tx, tenant.id, generation).await?;
+    super::tenants::refresh_search_text(&mut tx, tenant.id).await?;
     let vhost = fetch(&mut tx, id).await?;
     AuditEntry::new(actor, "vhost.create", format!("vhost:{domain}"))
         .after(vhost.json())
@@ -332,7 +333,7 @@ pub async fn list(
 ) -> Result<Page<VhostRow>, ControlError> {
     let tenant = super::tenants::get(ctl, actor, tenant_name).await?;
     let rows = sqlx::query_as::<_, VhostRow>(&format!(
-        "{} WHERE v.tenant_id = ?1 AND (?2 IS NULL OR v.domain > ?2) ORDER BY v.domain LIMIT ?3",
+        "{} WHERE v.tenant_id = ?1 AND v.domain > COALESCE(?2, '') ORDER BY v.domain LIMIT ?3",
         VhostRow::SELECT
     ))
     .bind(tenant.id)
@@ -406,6 +407,7 @@ pub async fn update(
         .await?;
     insert_names(&mut tx, before.id, &domain, &values.aliases).await?;
     touch_tenant(&mut tx, before.tenant_id, generation).await?;
+    super::tenants::refresh_search_text(&mut tx, before.tenant_id).await?;
     let after = fetch(&mut tx, before.id).await?;
     AuditEntry::new(actor, "vhost.update", format!("vhost:{domain}"))
         .before(before.json())
@@ -464,6 +466,7 @@ pub async fn delete(ctl: &Control, actor: &Actor, domain: &str) -> Result<(), Co
         .execute(&mut *tx)
         .await?;
     touch_tenant(&mut tx, vhost.tenant_id, generation).await?;
+    super::tenants::refresh_search_text(&mut tx, vhost.tenant_id).await?;
     AuditEntry::new(actor, "vhost.delete", format!("vhost:{}", vhost.domain))
         .before(vhost.json())
         .scope(Some(vhost.owner_id), Some(vhost.tenant_id))

@@ -55,8 +55,12 @@ impl Store {
 
     /// Starts a write transaction. The writer pool has one connection, so this waits for
     /// any other write in progress instead of racing it.
+    ///
+    /// `BEGIN IMMEDIATE` takes the write lock up front: the agent writes to the same file from
+    /// its own process, and a deferred transaction that read before writing would fail at once
+    /// (SQLITE_BUSY_SNAPSHOT) instead of waiting out the busy timeout.
     pub async fn begin(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        self.write.begin().await
+        self.write.begin_with("BEGIN IMMEDIATE").await
     }
 
     pub async fn generation(&self) -> sqlx::Result<i64> {
