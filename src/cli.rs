@@ -33,6 +33,9 @@ pub enum Command {
     /// Run the panel alone (what the agent starts as the `lodge` user)
     #[command(hide = true)]
     Panel,
+    /// Run the proxy alone (what the agent starts as `lodge-www`, listeners handed over)
+    #[command(hide = true)]
+    Proxy,
     /// Manage accounts
     #[command(subcommand)]
     User(UserCommand),
@@ -110,6 +113,12 @@ async fn open(settings: &SettingArgs) -> anyhow::Result<Control> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Proxy = cli.command {
+        // The proxy never opens the store: it knows only the routes snapshot.
+        let config = Config::load(&cli.settings)?;
+        let (http, https) = proxy_listeners(&config)?;
+        return crate::proxy::run::serve(config.run_dir.clone(), http, https).await;
+    }
     let control = open(&cli.settings).await?;
     match cli.command {
         Command::Serve if control.config.agent => {
@@ -124,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_panel(control).await
         }
         Command::Panel => serve_panel(control).await,
+        Command::Proxy => unreachable!("handled before the store is opened"),
         Command::User(UserCommand::Add {
             name,
             role,
@@ -202,6 +212,48 @@ async fn serve_panel(control: Control) -> anyhow::Result<()> {
         waker,
     };
     http::serve(state, listen, shutdown_signal()).await
+}
+
+/// The proxy's listeners: handed over by the agent as `LODGE_PROXY_FDS=http=3,https=4`, or
+/// bound here from the settings when the proxy runs on its own.
+fn proxy_listeners(
+    config: &crate::config::Config,
+) -> anyhow::Result<(Option<std::net::TcpListener>, Option<std::net::TcpListener>)> {
+    use std::os::fd::FromRawFd;
+    let (mut http, mut https) = (None, None);
+    match std::env::var("LODGE_PROXY_FDS") {
+        Ok(spec) => {
+            for part in spec.split(',').filter(|p| !p.is_empty()) {
+                let (name, fd) = part
+                    .split_once('=')
+                    .context("LODGE_PROXY_FDS must look like http=3,https=4")?;
+                let fd: i32 = fd.parse().context("LODGE_PROXY_FDS: not a descriptor")?;
+                if !(3..=9).contains(&fd) {
+                    bail!("LODGE_PROXY_FDS: descriptor {fd} is not one the agent hands over");
+                }
+                // SAFETY: the agent put a listening socket at exactly this number for us.
+                let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                match name {
+                    "http" => http = Some(listener),
+                    "https" => https = Some(listener),
+                    other => bail!("LODGE_PROXY_FDS: unknown listener {other}"),
+                }
+            }
+        }
+        Err(_) => {
+            if let Some(addr) = config.http_listen {
+                http = Some(
+                    std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
+                );
+            }
+            if let Some(addr) = config.https_listen {
+                https = Some(
+                    std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
+                );
+            }
+        }
+    }
+    Ok((http, https))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -38,6 +38,12 @@ pub struct SettingArgs {
     /// Run the agent (users, pools, supervisor) with the panel; false serves the panel alone
     #[arg(long, env = "LODGE_AGENT", global = true)]
     pub agent: Option<bool>,
+    /// The proxy's HTTP address, or `off` [default: 0.0.0.0:80 as root, 127.0.0.1:8000 otherwise]
+    #[arg(long, env = "LODGE_HTTP_LISTEN", global = true)]
+    pub http_listen: Option<String>,
+    /// The proxy's HTTPS address, or `off` [default: 0.0.0.0:443 as root, 127.0.0.1:8443 otherwise]
+    #[arg(long, env = "LODGE_HTTPS_LISTEN", global = true)]
+    pub https_listen: Option<String>,
 }
 
 /// The same settings as keys of the TOML file.
@@ -52,6 +58,8 @@ struct FileSettings {
     run_dir: Option<PathBuf>,
     php_fpm: Option<PathBuf>,
     agent: Option<bool>,
+    http_listen: Option<String>,
+    https_listen: Option<String>,
 }
 
 /// The settings lodge runs with, every default filled in.
@@ -75,6 +83,24 @@ pub struct Config {
     pub php_fpm: Option<PathBuf>,
     /// Whether `serve` runs the agent alongside the panel.
     pub agent: bool,
+    /// The proxy's listeners; `None` is off.
+    pub http_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
+}
+
+/// A listener setting: an address, or `off`.
+fn listen_setting(
+    raw: Option<String>,
+    default: &str,
+    what: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let raw = raw.unwrap_or_else(|| default.to_owned());
+    if raw == "off" {
+        return Ok(None);
+    }
+    raw.parse()
+        .map(Some)
+        .with_context(|| format!("{what} must be an address like 0.0.0.0:80, or off"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,11 +184,28 @@ impl Config {
         });
         let php_fpm = args.php_fpm.clone().or(file.php_fpm).or_else(find_php_fpm);
         let agent = args.agent.or(file.agent).unwrap_or(true);
+        let (http_default, https_default) = if root {
+            ("0.0.0.0:80", "0.0.0.0:443")
+        } else {
+            ("127.0.0.1:8000", "127.0.0.1:8443")
+        };
+        let http_listen = listen_setting(
+            args.http_listen.clone().or(file.http_listen),
+            http_default,
+            "http_listen",
+        )?;
+        let https_listen = listen_setting(
+            args.https_listen.clone().or(file.https_listen),
+            https_default,
+            "https_listen",
+        )?;
         Ok(Self {
             tenants_root: pool_safe(absolute(tenants_root)?)?,
             run_dir: pool_safe(absolute(run_dir)?)?,
             php_fpm,
             agent,
+            http_listen,
+            https_listen,
             data_dir,
             panel_listen,
             secure_cookies: public_url

@@ -15,4 +15,5 @@ pub mod domain;
 pub mod fastcgi;
 pub mod http;
 pub mod policy;
+pub mod proxy;
 pub mod store;

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod health;
 pub mod home;
 pub mod pool;
+mod publish;
 pub mod reconcile;
 pub mod supervisor;
 pub mod system;
@@ -137,6 +138,7 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
         pid_file: None,
         stop_signal: Signal::SIGTERM,
         parent_death: Some(Signal::SIGTERM),
+        fds: Vec::new(),
     })
 }
 
@@ -172,7 +174,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .supervisor
         .ensure("panel", panel_launch(&config, panel)?)
         .context("starting the panel")?;
-    // 6. health checks of every pool, beside the reconciler.
+    // 6. the proxy, as lodge-www, on sockets bound here (it never needs root).
+    let listeners = bind_proxy_listeners(&config)?;
+    if !listeners.is_empty() {
+        let launch = proxy_launch(&config, &listeners, www_gid.map(|_| system::PROXY_USER))?;
+        reconciler
+            .supervisor
+            .ensure("proxy", launch)
+            .context("starting the proxy")?;
+    }
+    // 7. health checks of every pool, beside the reconciler.
     let restarts = health::Restarts::default();
     let checks = tokio::spawn(health::run(
         reconciler.store.clone(),
@@ -180,11 +191,66 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         restarts.clone(),
         privileged,
     ));
-    // 7. converge, then follow changes.
+    // 8. converge, then follow changes.
     run_loop(&mut reconciler, wake, &config, &restarts).await;
     checks.abort();
     reconciler.supervisor.stop_all(supervisor::STOP_GRACE).await;
     Ok(())
+}
+
+/// The proxy's listening sockets, bound by the agent (the only part that may bind :80).
+fn bind_proxy_listeners(
+    config: &Config,
+) -> anyhow::Result<Vec<(&'static str, std::net::TcpListener)>> {
+    let mut out = Vec::new();
+    for (name, addr) in [("http", config.http_listen), ("https", config.https_listen)] {
+        if let Some(addr) = addr {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the proxy's {name} listener to {addr}"))?;
+            out.push((name, listener));
+        }
+    }
+    Ok(out)
+}
+
+/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners as fds 3, 4.
+fn proxy_launch(
+    config: &Config,
+    listeners: &[(&'static str, std::net::TcpListener)],
+    user: Option<&str>,
+) -> anyhow::Result<Launch> {
+    use std::os::fd::AsRawFd;
+    let mut fds = Vec::new();
+    let mut names = Vec::new();
+    for (i, (name, listener)) in listeners.iter().enumerate() {
+        let target = 3 + i as i32;
+        fds.push((listener.as_raw_fd(), target));
+        names.push(format!("{name}={target}"));
+    }
+    let user = match user {
+        Some(u) => {
+            let u = nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u}"))?;
+            Some((u.uid.as_raw(), u.gid.as_raw()))
+        }
+        None => None,
+    };
+    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+        ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
+        ("LODGE_PROXY_FDS".into(), names.join(",").into()),
+    ];
+    if let Some(v) = std::env::var_os("LODGE_LOG") {
+        env.push(("LODGE_LOG".into(), v));
+    }
+    Ok(Launch {
+        program: std::env::current_exe().context("finding the lodge binary")?,
+        args: vec!["proxy".into()],
+        env,
+        user,
+        pid_file: None,
+        stop_signal: Signal::SIGTERM,
+        parent_death: Some(Signal::SIGTERM),
+        fds,
+    })
 }
 
 async fn run_loop(

@@ -174,6 +174,10 @@ impl Reconciler {
     pub async fn pass(&mut self, full: bool) -> anyhow::Result<PassReport> {
         let started = Instant::now();
         let mut report = PassReport::default();
+        // Suspensions and removals reach the proxy before the pools are touched.
+        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid).await {
+            tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
+        }
         self.process_removals(&mut report).await?;
         let records: Vec<TenantRecord> = sqlx::query_as(
             "SELECT t.id, t.name, t.state, t.uid, t.gid, t.php_settings, t.generation,
@@ -231,6 +235,10 @@ impl Reconciler {
             }
         }
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // The proxy learns the vhosts (and their certificates) after the pools are there.
+        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid).await {
+            tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
+        }
         Ok(report)
     }
 
@@ -293,7 +301,7 @@ impl Reconciler {
         let paths = PoolPaths::new(&self.config.run_dir, &t.name);
         let key = master_key(&t.name);
         if t.suspended {
-            self.supervisor.stop(&key, STOP_GRACE).await;
+            self.supervisor.stop_soon(&key, STOP_GRACE);
             let _ = std::fs::remove_file(&paths.socket);
             return Ok(());
         }

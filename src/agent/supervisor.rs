@@ -34,6 +34,9 @@ pub struct Launch {
     /// A signal the kernel sends it when the agent dies (the panel must not outlive the
     /// agent; tenant masters do, and keep serving until the next agent takes over).
     pub parent_death: Option<Signal>,
+    /// Descriptors to hand over: (descriptor in the agent, number in the child). The
+    /// proxy gets its listening sockets this way and never needs root to bind :80 or :443.
+    pub fds: Vec<(i32, i32)>,
 }
 
 impl Launch {
@@ -47,6 +50,7 @@ impl Launch {
             pid_file: Some(pid_file.to_owned()),
             stop_signal: Signal::SIGQUIT,
             parent_death: None,
+            fds: Vec::new(),
         }
     }
 }
@@ -82,6 +86,8 @@ pub enum Event {
 
 pub struct Supervisor {
     services: HashMap<String, Service>,
+    /// Services told to stop whose exit is awaited by `tick`: (child, kill it after).
+    stopping: Vec<(Child, Instant)>,
     /// The first step of the back-off (1 s; the tests use less).
     backoff_unit: Duration,
 }
@@ -91,6 +97,7 @@ impl Default for Supervisor {
         Self {
             services: HashMap::new(),
             backoff_unit: Duration::from_secs(1),
+            stopping: Vec::new(),
         }
     }
 }
@@ -106,11 +113,27 @@ fn spawn(launch: &Launch) -> std::io::Result<Child> {
         // children in order, instead of reaching every child at once.
         .process_group(0)
         .kill_on_drop(false);
-    if let Some(signal) = launch.parent_death {
-        // SAFETY: prctl is async-signal-safe; nothing is allocated between fork and exec.
+    let parent_death = launch.parent_death;
+    let fds = launch.fds.clone();
+    if parent_death.is_some() || !fds.is_empty() {
+        // SAFETY: only async-signal-safe system calls (prctl, dup2, fcntl) run between fork
+        // and exec; nothing is allocated.
         unsafe {
             cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)
+                if let Some(signal) = parent_death {
+                    nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
+                }
+                for &(from, to) in &fds {
+                    if from == to {
+                        nix::fcntl::fcntl(
+                            to,
+                            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                        )?;
+                    } else {
+                        nix::unistd::dup2(from, to)?;
+                    }
+                }
+                Ok(())
             });
         }
     }
@@ -197,6 +220,19 @@ impl Supervisor {
 
     /// Reaps what exited, restarts what is due, and reports restarts and crash loops.
     pub fn tick(&mut self) -> Vec<Event> {
+        let now_reap = Instant::now();
+        self.stopping
+            .retain_mut(|(child, deadline)| match child.try_wait() {
+                Ok(Some(_)) | Err(_) => false,
+                Ok(None) if now_reap >= *deadline => {
+                    if let Some(pid) = child.id() {
+                        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    }
+                    let _ = child.start_kill();
+                    true
+                }
+                Ok(None) => true,
+            });
         let now = Instant::now();
         let mut events = Vec::new();
         let unit = self.backoff_unit;
@@ -277,6 +313,24 @@ impl Supervisor {
         };
         if let Some(mut child) = s.child.take() {
             stop_child(&mut child, s.launch.stop_signal, grace).await;
+        }
+        if let Some(pid) = &s.launch.pid_file {
+            let _ = std::fs::remove_file(pid);
+        }
+    }
+
+    /// Tells a service to stop (its stop signal to the whole group) without waiting: `tick`
+    /// reaps it, and kills what is left after `grace`. The service is forgotten at once, so
+    /// a suspended tenant does not hold up the agent while its last requests finish.
+    pub fn stop_soon(&mut self, key: &str, grace: Duration) {
+        let Some(mut s) = self.services.remove(key) else {
+            return;
+        };
+        if let Some(child) = s.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = killpg(Pid::from_raw(pid as i32), s.launch.stop_signal);
+            }
+            self.stopping.push((child, Instant::now() + grace));
         }
         if let Some(pid) = &s.launch.pid_file {
             let _ = std::fs::remove_file(pid);
@@ -380,6 +434,7 @@ mod tests {
             pid_file: None,
             stop_signal: Signal::SIGTERM,
             parent_death: None,
+            fds: Vec::new(),
         }
     }
 

@@ -89,11 +89,12 @@ impl Site {
 }
 
 /// A running `lodge serve` as root (agent, panel, masters).
-struct Agent {
+pub struct Agent {
     child: Child,
     base_url: String,
     http: reqwest::Client,
     token: String,
+    proxy_urls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Agent {
@@ -128,6 +129,12 @@ impl Agent {
             .args(["--run-dir", site.run().to_str().unwrap()])
             .args(["--tenants-root", site.tenants().to_str().unwrap()])
             .args(["--uid-range", &site.uid_range])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--panel-listen", "127.0.0.1:0", "serve"])
             .env("LODGE_LOG", "warn")
             .env_remove("LODGE_AGENT")
@@ -140,9 +147,16 @@ impl Agent {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let proxy_urls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let urls = proxy_urls.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("lodge proxy listening on ") {
+                    urls.lock()
+                        .unwrap()
+                        .push(url.trim().trim_end_matches('/').to_owned());
+                }
                 if let Some(url) = line.strip_prefix("lodge panel listening on ") {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(url.trim().trim_end_matches('/').to_owned());
@@ -175,7 +189,26 @@ impl Agent {
             base_url,
             http,
             token,
+            proxy_urls,
         }
+    }
+
+    /// The proxy's address for `scheme` (http or https), as it printed it.
+    pub async fn proxy(&self, scheme: &str) -> String {
+        let prefix = format!("{scheme}://");
+        for _ in 0..200 {
+            if let Some(url) = self
+                .proxy_urls
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|u| u.starts_with(&prefix))
+            {
+                return url.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the proxy did not say where it listens for {scheme}");
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -259,8 +292,15 @@ fn php(socket: &Path, script: &Path) -> Option<String> {
 fn script(site: &Site, tenant: &str, domain: &str, name: &str, body: &str) -> PathBuf {
     let path = site.docroot(tenant, domain).join(name);
     std::fs::write(&path, body).unwrap();
-    let (uid, gid) = ids(tenant);
-    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    // As a file the tenant makes in its docroot: the directory's setgid bit gives it the
+    // proxy's group.
+    let uid = ids(tenant).0;
+    let www = nix::unistd::Group::from_name("lodge-www")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    std::os::unix::fs::chown(&path, Some(uid), Some(www)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     path
 }
@@ -823,4 +863,302 @@ fn panel_pid(agent: i32) -> Option<i32> {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             ppid == Some(agent) && cmdline.ends_with(b"\0panel\0")
         })
+}
+
+/// A request through the proxy with the given Host header: (status, headers, body).
+async fn through_proxy(
+    base: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = client.get(format!("{base}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap_or_default())
+}
+
+/// curl, for what reqwest here cannot do (TLS, HTTP/2): returns stdout and stderr.
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_proxy_serves_sites_statically_and_through_php() {
+    require_root!("the_proxy_serves_sites_statically_and_through_php");
+    let site = Site::new();
+    let agent = Agent::start(&site, None).await;
+    assert_eq!(
+        agent
+            .post(
+                "/plans",
+                json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})
+            )
+            .await
+            .0,
+        201
+    );
+    let tenant = site.tenant("a");
+    let domain = format!("{tenant}.example");
+    assert_eq!(
+        agent
+            .post("/tenants", json!({"name": tenant, "plan": "basic"}))
+            .await
+            .0,
+        201
+    );
+    let vhost = json!({"domain": domain, "aliases": [format!("www.{domain}")], "front_controller": "/index.php"});
+    assert_eq!(
+        agent
+            .post(&format!("/tenants/{tenant}/vhosts"), vhost)
+            .await
+            .0,
+        201
+    );
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+    let uid = ids(&tenant).0;
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "index.php",
+        "<?php echo 'front euid=', posix_geteuid(), ' uri=', $_SERVER['REQUEST_URI'];",
+    );
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "info.php",
+        "<?php echo 'pi=', $_SERVER['PATH_INFO'] ?? '', ' https=', $_SERVER['HTTPS'] ?? 'off';",
+    );
+    script(&site, &tenant, &domain, "upload.jpg", "<?php echo 'ran';");
+    script(&site, &tenant, &domain, "style.css", "body { color: teal }");
+    script(&site, &tenant, &domain, ".env", "SECRET=1");
+    std::os::unix::fs::symlink(
+        "/etc/passwd",
+        site.docroot(&tenant, &domain).join("escape.txt"),
+    )
+    .unwrap();
+    let http = agent.proxy("http").await;
+
+    // PHP as the tenant, through the front controller for pretty URLs; PATH_INFO split.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let body = loop {
+        let (status, _, body) = through_proxy(&http, &domain, "/", &[]).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the vhost does not answer within 3 s: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(body.contains(&format!("front euid={uid}")), "{body}");
+    let (status, _, body) =
+        through_proxy(&http, &format!("www.{domain}"), "/blog/2026/hello", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("uri=/blog/2026/hello"), "{body}");
+    let (_, _, body) = through_proxy(&http, &domain, "/info.php/x/y", &[]).await;
+    assert!(body.contains("pi=/x/y https=off"), "{body}");
+
+    // Static files with validators.
+    let (status, headers, body) = through_proxy(&http, &domain, "/style.css", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "body { color: teal }"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let (status, _, _) =
+        through_proxy(&http, &domain, "/style.css", &[("if-none-match", &etag)]).await;
+    assert_eq!(status, 304);
+
+    // What must never be served or run.
+    let (status, _, body) = through_proxy(&http, &domain, "/.env", &[]).await;
+    assert_eq!(status, 403, "{body}");
+    // Not found beneath the docroot: the front controller answers, never the link's target.
+    let (status, _, body) = through_proxy(&http, &domain, "/escape.txt", &[]).await;
+    assert!(
+        status == 404 || status == 403 || body.contains("front euid"),
+        "{status} {body}"
+    );
+    assert!(
+        !body.contains("root:x:0"),
+        "a symlink out of the docroot was followed"
+    );
+    let (status, _, body) = through_proxy(&http, &domain, "/upload.jpg/x.php", &[]).await;
+    assert!(!body.contains("ran"), "a .jpg ran as PHP: {status} {body}");
+    let (status, _, _) = through_proxy(&http, &domain, "/a%0ab.php", &[]).await;
+    assert_eq!(status, 400);
+    let (status, _, body) = through_proxy(&http, "unknown.example", "/", &[]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("No site"), "{body}");
+
+    // A dead pool is 502 (its socket gone and its workers, with the kept connections,
+    // killed); the supervisor brings it back when the master is restarted.
+    std::fs::remove_file(site.socket(&tenant)).unwrap();
+    let _ = Command::new("pkill")
+        .args(["-9", "-u", &uid.to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, _) = through_proxy(&http, &domain, "/info.php", &[]).await;
+    assert_eq!(status, 502);
+    let pid = master_pid(&site, &tenant).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while through_proxy(&http, &domain, "/info.php", &[]).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "PHP back after the master's restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Suspended: 503 with the suspended page, within a second of the API call.
+    assert_eq!(
+        agent
+            .post(&format!("/tenants/{tenant}/suspend"), json!({}))
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, _, body) = through_proxy(&http, &domain, "/style.css", &[]).await;
+        if status == 503 {
+            assert!(body.contains("suspended"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not suspended within 2 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        agent
+            .post(&format!("/tenants/{tenant}/unsuspend"), json!({}))
+            .await
+            .0,
+        200
+    );
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+
+    // HTTPS with a self-signed certificate per vhost, chosen by SNI, over HTTP/2.
+    let (status, _) = agent
+        .call(
+            Method::PATCH,
+            &format!("/vhosts/{domain}"),
+            Some(json!({"tls_mode": "self-signed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let other = format!("{tenant}b.example");
+    let (status, _) = agent
+        .post(
+            &format!("/tenants/{tenant}/vhosts"),
+            json!({"domain": other, "tls_mode": "self-signed"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let https = agent.proxy("https").await;
+    let port = https.rsplit(':').next().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resolve = format!("{domain}:{port}:127.0.0.1");
+        let (out, err) = curl(&[
+            "-k",
+            "-v",
+            "--http2",
+            "--resolve",
+            &resolve,
+            "-w",
+            "\n%{http_version} %{http_code}",
+            &format!("https://{domain}:{port}/info.php"),
+        ]);
+        if out.ends_with("2 200") {
+            assert!(out.contains("https=on"), "{out}");
+            assert!(
+                err.contains(&format!("CN={domain}")),
+                "the certificate is the vhost's: {err}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTPS did not answer: {out} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resolve = format!("{other}:{port}:127.0.0.1");
+        let (out, err) = curl(&[
+            "-k",
+            "-v",
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("https://{other}:{port}/"),
+        ]);
+        if err.contains(&format!("CN={other}")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second vhost's certificate: {out} {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A Host that names another vhost than the SNI is refused.
+    let resolve = format!("{domain}:{port}:127.0.0.1");
+    let (out, _) = curl(&[
+        "-k",
+        "--resolve",
+        &resolve,
+        "-H",
+        &format!("Host: {other}"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("https://{domain}:{port}/"),
+    ]);
+    assert_eq!(out, "421");
+    let (out, _) = curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        &format!("unknown.example:{port}:127.0.0.1"),
+        &format!("https://unknown.example:{port}/"),
+    ]);
+    assert_eq!(out, "000", "an unknown name gets no certificate at all");
+
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&site.base);
 }

@@ -1,0 +1,188 @@
+//! What the agent publishes for the proxy: the routes snapshot, and each vhost's certificate
+//! and key as files the proxy's user may read (`<run-dir>/tls/`, root:lodge-www, 0640).
+
+use crate::config::Config;
+use crate::domain::{DocRoot, DomainName, FrontController, RedirectWww, TenantName, TlsPem};
+use crate::proxy::routes::{RouteEntry, Snapshot};
+use crate::store::Store;
+use anyhow::Context;
+use nix::unistd::{Gid, Uid};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(sqlx::FromRow)]
+struct VhostRecord {
+    domain: String,
+    docroot: String,
+    php: bool,
+    front_controller: Option<String>,
+    tls_mode: String,
+    tls_cert_pem: Option<String>,
+    tls_key_pem: Option<String>,
+    redirect_www: String,
+    redirect_https: bool,
+    tenant: String,
+    state: String,
+    php_max_children: i64,
+    php_upload_max_mb: i64,
+    names: Option<String>,
+}
+
+/// Builds the snapshot from the store (every value parsed again), writes the certificates it
+/// names, and publishes it when it changed. Returns whether it changed.
+pub async fn routes(config: &Config, store: &Store, www_gid: Option<Gid>) -> anyhow::Result<bool> {
+    let generation = store.generation().await?;
+    let records: Vec<VhostRecord> = sqlx::query_as(
+        "SELECT v.domain, v.docroot, v.php, v.front_controller, v.tls_mode, v.tls_cert_pem, v.tls_key_pem,
+                v.redirect_www, v.redirect_https, t.name AS tenant, t.state, p.php_max_children, p.php_upload_max_mb,
+                (SELECT group_concat(n.name, ' ') FROM vhost_names n WHERE n.vhost_id = v.id) AS names
+         FROM vhosts v JOIN tenants t ON t.id = v.tenant_id JOIN plans p ON p.id = t.plan_id
+         ORDER BY v.domain",
+    )
+    .fetch_all(&store.read)
+    .await?;
+    let tls_dir = config.run_dir.join("tls");
+    std::fs::create_dir_all(&tls_dir)?;
+    if let Some(gid) = www_gid {
+        nix::unistd::chown(&tls_dir, Some(Uid::from_raw(0)), Some(gid))?;
+    }
+    std::fs::set_permissions(&tls_dir, std::fs::Permissions::from_mode(0o750))?;
+
+    let mut vhosts = Vec::with_capacity(records.len());
+    for r in records {
+        match entry(config, &tls_dir, www_gid, r) {
+            Ok(e) => vhosts.push(e),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "vhost left out of the routes"),
+        }
+    }
+    let snapshot = Snapshot { generation, vhosts };
+    Ok(snapshot.publish(&config.run_dir)?)
+}
+
+fn entry(
+    config: &Config,
+    tls_dir: &Path,
+    www_gid: Option<Gid>,
+    r: VhostRecord,
+) -> anyhow::Result<RouteEntry> {
+    let domain =
+        DomainName::parse(&r.domain).map_err(|e| anyhow::anyhow!("domain {:?}: {e}", r.domain))?;
+    let tenant =
+        TenantName::parse(&r.tenant).map_err(|e| anyhow::anyhow!("tenant {:?}: {e}", r.tenant))?;
+    let docroot = DocRoot::parse(&r.docroot).map_err(|e| anyhow::anyhow!("docroot: {e}"))?;
+    let front_controller = r
+        .front_controller
+        .as_deref()
+        .map(FrontController::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("front controller: {e}"))?;
+    let redirect_www = RedirectWww::parse(&r.redirect_www).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut names = Vec::new();
+    for n in r
+        .names
+        .as_deref()
+        .unwrap_or("")
+        .split(' ')
+        .filter(|n| !n.is_empty())
+    {
+        names.push(
+            DomainName::parse(n)
+                .map_err(|e| anyhow::anyhow!("name {n:?}: {e}"))?
+                .as_str()
+                .to_owned(),
+        );
+    }
+    names.sort();
+    // The domain first: it names the self-signed certificate.
+    names.retain(|n| n != domain.as_str());
+    names.insert(0, domain.as_str().to_owned());
+    let (tls_cert, tls_key) = match r.tls_mode.as_str() {
+        "self-signed" => {
+            let (cert, key) = self_signed_files(tls_dir, &domain, &names, www_gid)?;
+            (Some(cert), Some(key))
+        }
+        "custom" => {
+            let cert = TlsPem::parse_chain(r.tls_cert_pem.as_deref().unwrap_or(""))
+                .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
+            let key = TlsPem::parse_key(r.tls_key_pem.as_deref().unwrap_or(""))
+                .map_err(|e| anyhow::anyhow!("key: {e}"))?;
+            let cert_path = tls_dir.join(format!("{domain}.crt"));
+            let key_path = tls_dir.join(format!("{domain}.key"));
+            write_if_changed(&cert_path, cert.as_str(), www_gid)?;
+            write_if_changed(&key_path, key.as_str(), www_gid)?;
+            (Some(cert_path), Some(key_path))
+        }
+        _ => (None, None),
+    };
+    Ok(RouteEntry {
+        docroot: config
+            .tenants_root
+            .join(tenant.as_str())
+            .join(docroot.as_str()),
+        socket: config.run_dir.join("fpm").join(format!("{tenant}.sock")),
+        domain: domain.as_str().to_owned(),
+        names,
+        tenant: tenant.as_str().to_owned(),
+        php: r.php,
+        front_controller: front_controller.map(|f| f.as_str().to_owned()),
+        max_children: r.php_max_children.clamp(1, 1000) as u32,
+        suspended: r.state == "suspended",
+        redirect_https: r.redirect_https,
+        redirect_www: redirect_www.as_str().to_owned(),
+        tls_cert,
+        tls_key,
+        body_limit_mb: r.php_upload_max_mb.clamp(1, 10_240) as u32,
+    })
+}
+
+/// A self-signed certificate for the vhost's names, made once and again only when the
+/// names change (a sidecar file remembers them).
+fn self_signed_files(
+    tls_dir: &Path,
+    domain: &DomainName,
+    names: &[String],
+    www_gid: Option<Gid>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert_path = tls_dir.join(format!("{domain}.self.crt"));
+    let key_path = tls_dir.join(format!("{domain}.self.key"));
+    let names_path = tls_dir.join(format!("{domain}.self.names"));
+    let wanted = names.join(" ");
+    let current = std::fs::read_to_string(&names_path).ok();
+    if current.as_deref() != Some(wanted.as_str()) || !cert_path.exists() || !key_path.exists() {
+        let (cert, key) =
+            crate::proxy::tls::self_signed(names).context("making a self-signed certificate")?;
+        write_if_changed(&key_path, &key, www_gid)?;
+        write_if_changed(&cert_path, &cert, www_gid)?;
+        write_if_changed(&names_path, &wanted, www_gid)?;
+    }
+    Ok((cert_path, key_path))
+}
+
+/// Writes `content` (root:www, 0640) through a temporary file and a rename, never following a
+/// symlink, and only when it differs.
+fn write_if_changed(path: &Path, content: &str, www_gid: Option<Gid>) -> anyhow::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    use std::io::Write;
+    let tmp = path.with_extension("new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    if let Some(gid) = www_gid {
+        nix::unistd::fchown(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            Some(Uid::from_raw(0)),
+            Some(gid),
+        )?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

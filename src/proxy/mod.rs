@@ -1,0 +1,29 @@
+//! The bundled front proxy (being built): routes by Host and SNI to a tenant's vhost, serves
+//! static files from the docroot without ever leaving it, and passes PHP to the tenant's pool
+//! over FastCGI. Runs as `lodge-www` with listening sockets handed over by the agent.
+
+pub mod php;
+pub mod routes;
+pub mod run;
+pub mod server;
+pub mod static_files;
+pub mod tls;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+
+/// The body type of every response the proxy builds.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A whole body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}

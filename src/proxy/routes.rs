@@ -1,0 +1,234 @@
+//! The routes snapshot: what the agent publishes for the proxy (`<run-dir>/routes.json`,
+//! replaced atomically), and the immutable lookup table the proxy builds from it.
+//!
+//! The proxy parses every name and path again when it loads a snapshot: a snapshot is input,
+//! and an entry that does not parse is left out (and logged), never half-used.
+
+use crate::domain::{DomainName, RedirectWww, TenantName};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One vhost as the agent describes it to the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub domain: String,
+    /// The domain and its aliases.
+    pub names: Vec<String>,
+    pub tenant: String,
+    /// Absolute path of the docroot.
+    pub docroot: PathBuf,
+    pub php: bool,
+    pub front_controller: Option<String>,
+    pub socket: PathBuf,
+    /// The pool's pm.max_children: the proxy never holds more connections to it.
+    pub max_children: u32,
+    pub suspended: bool,
+    pub redirect_https: bool,
+    pub redirect_www: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Largest request body, from the plan's upload limit.
+    pub body_limit_mb: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub generation: i64,
+    pub vhosts: Vec<RouteEntry>,
+}
+
+impl Snapshot {
+    pub fn path(run_dir: &Path) -> PathBuf {
+        run_dir.join("routes.json")
+    }
+
+    /// Writes the snapshot next to its final name and renames it into place, so the proxy
+    /// reads either the old or the new one, never a half-written file. Readable by all: it
+    /// holds paths and names, no secrets.
+    pub fn publish(&self, run_dir: &Path) -> std::io::Result<bool> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(run_dir);
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+            return Ok(false);
+        }
+        let tmp = run_dir.join(".routes.json.new");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(true)
+    }
+
+    pub fn load(run_dir: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(Self::path(run_dir))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+/// A vhost ready to serve: every value checked.
+#[derive(Debug)]
+pub struct Route {
+    pub domain: DomainName,
+    pub tenant: TenantName,
+    pub docroot: PathBuf,
+    pub php: bool,
+    pub front_controller: Option<String>,
+    pub socket: PathBuf,
+    pub max_children: u32,
+    pub suspended: bool,
+    pub redirect_https: bool,
+    pub redirect_www: RedirectWww,
+    pub body_limit: u64,
+}
+
+/// Host name → route, immutable; a new snapshot builds a new table that is swapped in whole.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub generation: i64,
+    by_name: HashMap<String, Arc<Route>>,
+}
+
+impl Table {
+    pub fn build(snapshot: &Snapshot) -> (Table, Vec<String>) {
+        let mut by_name = HashMap::new();
+        let mut problems = Vec::new();
+        for entry in &snapshot.vhosts {
+            match check(entry) {
+                Ok(route) => {
+                    let route = Arc::new(route);
+                    for name in &entry.names {
+                        match DomainName::parse(name) {
+                            Ok(n) => {
+                                by_name.insert(n.as_str().to_owned(), route.clone());
+                            }
+                            Err(e) => {
+                                problems.push(format!("{}: alias {name:?}: {e}", entry.domain))
+                            }
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{}: {e}", entry.domain)),
+            }
+        }
+        (
+            Table {
+                generation: snapshot.generation,
+                by_name,
+            },
+            problems,
+        )
+    }
+
+    /// The route for a Host header (any port removed, case ignored).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.by_name.get(&host)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+fn check(e: &RouteEntry) -> Result<Route, String> {
+    let domain = DomainName::parse(&e.domain).map_err(|x| x.to_string())?;
+    let tenant = TenantName::parse(&e.tenant).map_err(|x| x.to_string())?;
+    if !e.docroot.is_absolute()
+        || e.docroot
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err("docroot is not an absolute, normalised path".into());
+    }
+    if !e.socket.is_absolute() {
+        return Err("socket is not an absolute path".into());
+    }
+    let front_controller = match &e.front_controller {
+        Some(fc) => Some(
+            crate::domain::FrontController::parse(fc)
+                .map_err(|x| x.to_string())?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok(Route {
+        domain,
+        tenant,
+        docroot: e.docroot.clone(),
+        php: e.php,
+        front_controller,
+        socket: e.socket.clone(),
+        max_children: e.max_children.clamp(1, 1000),
+        suspended: e.suspended,
+        redirect_https: e.redirect_https,
+        redirect_www: RedirectWww::parse(&e.redirect_www).map_err(|x| x.to_string())?,
+        body_limit: u64::from(e.body_limit_mb.clamp(1, 10_240)) * 1024 * 1024,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(domain: &str) -> RouteEntry {
+        RouteEntry {
+            domain: domain.into(),
+            names: vec![domain.into(), format!("www.{domain}")],
+            tenant: "acme".into(),
+            docroot: "/srv/lodge/tenants/acme/sites/x/public".into(),
+            php: true,
+            front_controller: Some("/index.php".into()),
+            socket: "/run/lodge/fpm/acme.sock".into(),
+            max_children: 5,
+            suspended: false,
+            redirect_https: false,
+            redirect_www: "none".into(),
+            tls_cert: None,
+            tls_key: None,
+            body_limit_mb: 64,
+        }
+    }
+
+    #[test]
+    fn lookup_by_name_alias_and_port() {
+        let snapshot = Snapshot {
+            generation: 3,
+            vhosts: vec![entry("acme.example"), entry("bad_name.example")],
+        };
+        let (table, problems) = Table::build(&snapshot);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(table.lookup("acme.example").is_some());
+        assert!(table.lookup("WWW.Acme.Example:8080").is_some());
+        assert!(table.lookup("acme.example.").is_some());
+        assert!(table.lookup("other.example").is_none());
+        assert!(table.lookup("bad_name.example").is_none());
+    }
+
+    #[test]
+    fn refuses_relative_or_climbing_paths() {
+        let mut e = entry("acme.example");
+        e.docroot = "/srv/../etc".into();
+        assert!(check(&e).is_err());
+        e.docroot = "relative".into();
+        assert!(check(&e).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Running the proxy: listeners (handed over by the agent, or bound here when run alone),
+//! HTTP/1.1 and HTTP/2 through hyper, TLS with a certificate per vhost chosen by SNI, and the
+//! routes snapshot watched and swapped in without dropping a connection.
+
+use super::routes::{Snapshot, Table};
+use super::server::{handle, Conn, Shared};
+use super::tls;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How often the snapshot file is looked at: a new vhost answers well within a second.
+const WATCH: Duration = Duration::from_millis(200);
+
+/// Builds the route table and the certificate store from a snapshot.
+fn load(run_dir: &Path) -> (Table, tls::CertStore) {
+    let snapshot = match Snapshot::load(run_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "no routes snapshot yet; every host is unknown");
+            Snapshot::default()
+        }
+    };
+    let (table, problems) = Table::build(&snapshot);
+    for p in problems {
+        tracing::warn!(problem = %p, "route left out");
+    }
+    let entries: Vec<(Vec<String>, PathBuf, PathBuf)> = snapshot
+        .vhosts
+        .iter()
+        .filter_map(|v| Some((v.names.clone(), v.tls_cert.clone()?, v.tls_key.clone()?)))
+        .collect();
+    let (certs, errors) = tls::CertStore::load(&entries);
+    for e in errors {
+        tracing::warn!(problem = %e, "certificate left out");
+    }
+    (table, certs)
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Serves until the process is stopped.
+pub async fn serve(
+    run_dir: PathBuf,
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
+    let (table, certs) = load(&run_dir);
+    let shared = Arc::new(Shared::new(table));
+    let resolver = Arc::new(tls::SniResolver::new(certs));
+
+    // The snapshot watcher: a changed file becomes a new table and certificate store.
+    {
+        let (shared, resolver, run_dir) = (shared.clone(), resolver.clone(), run_dir.clone());
+        tokio::spawn(async move {
+            let path = Snapshot::path(&run_dir);
+            let mut seen = modified(&path);
+            loop {
+                tokio::time::sleep(WATCH).await;
+                let now = modified(&path);
+                if now != seen {
+                    seen = now;
+                    let (table, certs) = load(&run_dir);
+                    tracing::info!(
+                        generation = table.generation,
+                        names = table.len(),
+                        "routes reloaded"
+                    );
+                    shared.replace(table);
+                    resolver.replace(certs);
+                }
+            }
+        });
+    }
+
+    // Kept FastCGI connections do not pin php-fpm workers for long.
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                shared.pools.sweep();
+            }
+        });
+    }
+
+    let mut tasks = Vec::new();
+    if let Some(listener) = http {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        println!(
+            "lodge proxy listening on http://{}/",
+            listener.local_addr()?
+        );
+        tasks.push(tokio::spawn(accept_plain(listener, shared.clone())));
+    }
+    if let Some(listener) = https {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        println!(
+            "lodge proxy listening on https://{}/",
+            listener.local_addr()?
+        );
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
+        tasks.push(tokio::spawn(accept_tls(listener, acceptor, shared.clone())));
+    }
+    if tasks.is_empty() {
+        anyhow::bail!("both the HTTP and the HTTPS listener are off");
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+async fn accept_plain(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Conn {
+            peer,
+            local,
+            tls: false,
+            sni: None,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (shared, conn) = (shared.clone(), conn.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
+            });
+            let _ = builder()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+) {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        tokio::spawn(async move {
+            // A handshake that stalls must not hold the connection for ever.
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let conn = Conn {
+                peer,
+                local,
+                tls: true,
+                sni,
+            };
+            let service = service_fn(move |req| {
+                let (shared, conn) = (shared.clone(), conn.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
+            });
+            let _ = builder().serve_connection(TokioIo::new(tls), service).await;
+        });
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 on one listener; slow headers are cut off (slowloris).
+fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .max_buf_size(64 * 1024);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(128);
+    b
+}

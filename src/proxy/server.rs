@@ -1,0 +1,396 @@
+//! The proxy's request handling: Host (and SNI) to vhost, redirects, suspended and unknown
+//! hosts, static files from the docroot, PHP through the tenant's pool.
+
+use super::php::{split_script, PhpError, Pools};
+use super::routes::{Route, Table};
+use super::static_files::{self, Lookup, StaticRequest};
+use super::{full, Body};
+use crate::domain::RedirectWww;
+use crate::fastcgi::Request as FcgiRequest;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+/// What every connection shares: the current routes and the FastCGI pools.
+pub struct Shared {
+    pub table: RwLock<Arc<Table>>,
+    pub pools: Pools,
+}
+
+impl Shared {
+    pub fn new(table: Table) -> Self {
+        Self {
+            table: RwLock::new(Arc::new(table)),
+            pools: Pools::default(),
+        }
+    }
+
+    pub fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new table; requests in flight keep the one they started with.
+    pub fn replace(&self, table: Table) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+    }
+}
+
+/// Facts about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    pub sni: Option<String>,
+}
+
+fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font:16px system-ui,sans-serif;color:#1f2933;background:#f6f7f9;display:grid;place-items:center;min-height:90vh;margin:0}}\
+         main{{text-align:center;padding:2rem}}h1{{font-size:1.4rem;margin:.2rem 0}}p{{color:#5f6b7a}}b{{font-size:3rem;color:#0f766e}}</style></head>\
+         <body><main><b>{code}</b><h1>{title}</h1><p>{text}</p></main></body></html>",
+        code = status.as_u16()
+    );
+    let mut r = Response::new(full(html));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = Response::new(super::empty());
+    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Decodes `%xx` escapes; `None` for a malformed escape or a byte no path may carry
+/// (NUL, CR, LF: the CVE-2019-11043 class), or a result that is not UTF-8.
+pub fn decode_path(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            i += 3;
+            u8::from_str_radix(hex, 16).ok()?
+        } else {
+            i += 1;
+            bytes[i - 1]
+        };
+        if matches!(b, 0 | b'\r' | b'\n') {
+            return None;
+        }
+        out.push(b);
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Handles one request.
+pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let bare_host = host
+        .rsplit_once(':')
+        .map_or(host.as_str(), |(h, _)| h)
+        .to_ascii_lowercase();
+    if let Some(sni) = &conn.sni {
+        if !sni.eq_ignore_ascii_case(&bare_host) {
+            return page(
+                StatusCode::MISDIRECTED_REQUEST,
+                "Misdirected request",
+                "This connection was opened for another site.",
+            );
+        }
+    }
+    let table = shared.table();
+    let Some(route) = table.lookup(&host).cloned() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "No site here",
+            "No site is configured for this address.",
+        );
+    };
+    if route.suspended {
+        let mut r = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Site suspended",
+            "This site is suspended. Its owner can contact their provider.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
+        return r;
+    }
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if route.redirect_https && !conn.tls {
+        return redirect(&format!("https://{bare_host}{path_and_query}"));
+    }
+    match route.redirect_www {
+        RedirectWww::ToWww if !bare_host.starts_with("www.") => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            return redirect(&format!("{scheme}://www.{bare_host}{path_and_query}"));
+        }
+        RedirectWww::ToApex if bare_host.starts_with("www.") => {
+            let scheme = if conn.tls { "https" } else { "http" };
+            return redirect(&format!("{scheme}://{}{path_and_query}", &bare_host[4..]));
+        }
+        _ => {}
+    }
+    let Some(path) = decode_path(req.uri().path()) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "The address contains characters that are not allowed.",
+        );
+    };
+    let query = req.uri().query().unwrap_or("").to_owned();
+
+    if route.php {
+        if let Some((script, path_info)) = split_script(&path) {
+            return match static_files::open_beneath(&route.docroot, script) {
+                Lookup::File(_) => {
+                    php(
+                        &shared, &route, &conn, req, &bare_host, script, path_info, &query,
+                    )
+                    .await
+                }
+                Lookup::Forbidden => page(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "This file is not served.",
+                ),
+                _ => match &route.front_controller {
+                    Some(fc) => {
+                        let fc = fc.clone();
+                        php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await
+                    }
+                    None => page(
+                        StatusCode::NOT_FOUND,
+                        "Not found",
+                        "There is nothing at this address.",
+                    ),
+                },
+            };
+        }
+        if path.ends_with('/')
+            && matches!(
+                static_files::open_beneath(&route.docroot, &format!("{path}index.php")),
+                Lookup::File(_)
+            )
+        {
+            let script = format!("{path}index.php");
+            return php(&shared, &route, &conn, req, &bare_host, &script, "", &query).await;
+        }
+    }
+    let request = StaticRequest {
+        method: req.method(),
+        path: &path,
+        query: Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()),
+        headers: req.headers(),
+    };
+    let response =
+        static_files::serve(&route.docroot, &request, &["index.html", "index.htm"]).await;
+    if response.status() == StatusCode::NOT_FOUND && route.php {
+        if let Some(fc) = route.front_controller.clone() {
+            return php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await;
+        }
+    }
+    match response.status() {
+        StatusCode::NOT_FOUND => page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is nothing at this address.",
+        ),
+        StatusCode::FORBIDDEN => page(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "This file is not served.",
+        ),
+        _ => response,
+    }
+}
+
+/// Runs `script` (a path inside the docroot) through the tenant's pool.
+#[allow(clippy::too_many_arguments)]
+async fn php(
+    shared: &Shared,
+    route: &Route,
+    conn: &Conn,
+    req: Request<Incoming>,
+    host: &str,
+    script: &str,
+    path_info: &str,
+    query: &str,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    // Bodies are bounded by the plan's upload limit.
+    let body = match Limited::new(body, route.body_limit as usize)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "The request is larger than this site accepts.",
+            )
+        }
+    };
+    let docroot = route.docroot.to_string_lossy();
+    let filename = format!("{docroot}{script}");
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut fcgi = FcgiRequest::new(parts.method.as_str(), &filename, script, query);
+    for (name, value) in [
+        ("REQUEST_URI", uri),
+        ("DOCUMENT_ROOT", &docroot),
+        ("SERVER_NAME", host),
+        ("HTTP_HOST", host),
+        ("REDIRECT_STATUS", "200"),
+        ("REQUEST_SCHEME", if conn.tls { "https" } else { "http" }),
+        (
+            "SERVER_PROTOCOL",
+            if parts.version == hyper::Version::HTTP_2 {
+                "HTTP/2.0"
+            } else {
+                "HTTP/1.1"
+            },
+        ),
+    ] {
+        fcgi.set_param(name, value);
+    }
+    fcgi.set_param("REMOTE_ADDR", conn.peer.ip().to_string());
+    fcgi.set_param("REMOTE_PORT", conn.peer.port().to_string());
+    fcgi.set_param("SERVER_ADDR", conn.local.ip().to_string());
+    fcgi.set_param("SERVER_PORT", conn.local.port().to_string());
+    if !path_info.is_empty() {
+        fcgi.set_param("PATH_INFO", path_info);
+        fcgi.set_param("PATH_TRANSLATED", format!("{docroot}{path_info}"));
+    }
+    if conn.tls {
+        fcgi.set_param("HTTPS", "on");
+    }
+    for (name, value) in &parts.headers {
+        // httpoxy: a client's Proxy header must never become HTTP_PROXY.
+        if name == "proxy" || name == header::HOST {
+            continue;
+        }
+        let key = format!(
+            "HTTP_{}",
+            name.as_str().to_ascii_uppercase().replace('-', "_")
+        );
+        if key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH" {
+            continue;
+        }
+        fcgi.set_param(key, value.as_bytes());
+    }
+    if !body.is_empty() || parts.method == Method::POST || parts.method == Method::PUT {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        fcgi = fcgi.with_body(content_type, body.to_vec());
+    }
+    match shared
+        .pools
+        .run(&route.socket, route.max_children, &fcgi)
+        .await
+    {
+        Ok(answer) => {
+            let mut r = Response::new(if parts.method == Method::HEAD {
+                super::empty()
+            } else {
+                full(Bytes::from(answer.body))
+            });
+            *r.status_mut() =
+                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (name, value) in answer.headers {
+                if let (Ok(n), Ok(v)) = (
+                    header::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(&value),
+                ) {
+                    if !matches!(
+                        n.as_str(),
+                        "connection" | "transfer-encoding" | "keep-alive" | "content-length"
+                    ) {
+                        r.headers_mut().append(n, v);
+                    }
+                }
+            }
+            r
+        }
+        Err(PhpError::Saturated) => {
+            let mut r = page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "Every PHP worker of this site is busy. Try again in a moment.",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+        Err(PhpError::Down(e)) => {
+            tracing::warn!(tenant = %route.tenant, error = %e, "PHP pool unreachable");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "PHP is not running",
+                "This site's PHP service does not answer.",
+            )
+        }
+        Err(PhpError::Timeout) => page(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timed out",
+            "This site's PHP took too long to answer.",
+        ),
+        Err(PhpError::Bad(e)) => {
+            tracing::warn!(tenant = %route.tenant, error = %e, "PHP answered badly");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "Bad answer",
+                "This site's PHP gave an answer that could not be used.",
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding_refuses_control_bytes() {
+        assert_eq!(decode_path("/a%20b").as_deref(), Some("/a b"));
+        assert_eq!(decode_path("/x.php%0a"), None);
+        assert_eq!(decode_path("/x%00.php"), None);
+        assert_eq!(decode_path("/x%0d"), None);
+        assert_eq!(decode_path("/bad%zz"), None);
+        assert_eq!(decode_path("/%2e%2e/etc").as_deref(), Some("/../etc"));
+    }
+}
