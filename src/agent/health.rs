@@ -13,9 +13,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often each pool is checked. An ondemand pool's worker answering the check idles out
-/// (after 10 s) between two checks.
+/// How often each pool is checked.
 pub const INTERVAL: Duration = Duration::from_secs(10);
+/// An ondemand pool has no worker while idle, and a check starts one: such pools are checked
+/// this much less often, so that an idle tenant costs its master and little more.
+const ONDEMAND_EVERY: i64 = 60;
 /// How often a sample is kept for the chart, and for how long.
 const SAMPLE_EVERY: i64 = 30;
 const KEEP: i64 = 3600;
@@ -73,6 +75,7 @@ pub async fn run(store: Store, run_dir: PathBuf, restarts: Restarts, privileged:
     let mut interval = tokio::time::interval(INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sample = 0;
+    let mut last_check: HashMap<i64, i64> = HashMap::new();
     loop {
         interval.tick().await;
         if let Err(e) = round(
@@ -82,6 +85,7 @@ pub async fn run(store: Store, run_dir: PathBuf, restarts: Restarts, privileged:
             &cgroups,
             privileged,
             &mut last_sample,
+            &mut last_check,
         )
         .await
         {
@@ -97,13 +101,28 @@ async fn round(
     cgroups: &Arc<Cgroups>,
     privileged: bool,
     last_sample: &mut i64,
+    last_check: &mut HashMap<i64, i64>,
 ) -> anyhow::Result<()> {
-    let tenants: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT t.id, t.name FROM tenants t JOIN tenant_applied a ON a.tenant_id = t.id
+    let t = now();
+    let tenants: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT t.id, t.name, p.php_pm FROM tenants t JOIN plans p ON p.id = t.plan_id
+         JOIN tenant_applied a ON a.tenant_id = t.id
          WHERE t.state = 'active' ORDER BY t.id",
     )
     .fetch_all(&store.read)
     .await?;
+    let mut due = Vec::with_capacity(tenants.len());
+    for (id, name, pm) in tenants {
+        if pm != "ondemand"
+            || last_check
+                .get(&id)
+                .is_none_or(|at| t - at >= ONDEMAND_EVERY)
+        {
+            last_check.insert(id, t);
+            due.push((id, name));
+        }
+    }
+    let tenants = due;
     let counts = restarts.lock().map(|m| m.clone()).unwrap_or_default();
     let mut checks = Vec::with_capacity(tenants.len());
     let mut set = tokio::task::JoinSet::new();
@@ -125,7 +144,7 @@ async fn round(
             checks.push(c);
         }
     }
-    let t = now();
+
     let sample = t - *last_sample >= SAMPLE_EVERY;
     let mut tx = store.begin().await?;
     for c in &checks {

@@ -260,6 +260,8 @@ async fn run_loop(
     restarts: &health::Restarts,
 ) {
     let mut full = tokio::time::interval(FULL_PASS);
+    // After a long pass, the next full pass waits its turn instead of running back to back.
+    full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reopen =

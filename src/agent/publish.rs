@@ -115,6 +115,7 @@ fn entry(
         _ => (None, None),
     };
     Ok(RouteEntry {
+        home: config.tenants_root.join(tenant.as_str()),
         docroot: config
             .tenants_root
             .join(tenant.as_str())

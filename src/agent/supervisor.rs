@@ -44,7 +44,8 @@ impl Launch {
     pub fn php_fpm(php_fpm: &Path, conf: &Path, pid_file: &Path) -> Self {
         Self {
             program: php_fpm.to_owned(),
-            args: vec!["-F".into(), "-y".into(), conf.into(), "-O".into()],
+            // Foreground; its messages go to the pool's own log (error_log), not the agent's.
+            args: vec!["-F".into(), "-y".into(), conf.into()],
             env: Vec::new(),
             user: None,
             pid_file: Some(pid_file.to_owned()),

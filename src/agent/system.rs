@@ -94,6 +94,12 @@ pub fn ensure_tenant_user(
                     "--shell",
                     NOLOGIN,
                     "--no-user-group",
+                    // No subordinate IDs: a tenant never runs user namespaces, and 65,536 each
+                    // would exhaust /etc/subuid long before the UID range.
+                    "-K",
+                    "SUB_UID_COUNT=0",
+                    "-K",
+                    "SUB_GID_COUNT=0",
                     name.as_str(),
                 ],
             )

@@ -17,7 +17,9 @@ pub struct RouteEntry {
     /// The domain and its aliases.
     pub names: Vec<String>,
     pub tenant: String,
-    /// Absolute path of the docroot.
+    /// Absolute path of the tenant's home.
+    pub home: PathBuf,
+    /// Absolute path of the docroot (inside the home).
     pub docroot: PathBuf,
     pub php: bool,
     pub front_controller: Option<String>,
@@ -81,6 +83,10 @@ pub struct Route {
     pub domain: DomainName,
     pub tenant: TenantName,
     pub docroot: PathBuf,
+    /// The tenant's home and the docroot relative to it: the proxy opens the docroot from
+    /// the home without following a symlink, since the tenant owns every directory between.
+    pub home: PathBuf,
+    pub docroot_rel: String,
     pub php: bool,
     pub front_controller: Option<String>,
     pub socket: PathBuf,
@@ -158,6 +164,17 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
     {
         return Err("docroot is not an absolute, normalised path".into());
     }
+    let docroot_rel = e
+        .docroot
+        .strip_prefix(&e.home)
+        .ok()
+        .and_then(|r| r.to_str())
+        .filter(|r| !r.is_empty())
+        .ok_or("docroot is not inside the tenant's home")?;
+    let docroot_rel = crate::domain::DocRoot::parse(docroot_rel)
+        .map_err(|x| x.to_string())?
+        .as_str()
+        .to_owned();
     if !e.socket.is_absolute() {
         return Err("socket is not an absolute path".into());
     }
@@ -174,6 +191,8 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
         domain,
         tenant,
         docroot: e.docroot.clone(),
+        home: e.home.clone(),
+        docroot_rel,
         php: e.php,
         front_controller,
         socket: e.socket.clone(),
@@ -194,6 +213,7 @@ mod tests {
             domain: domain.into(),
             names: vec![domain.into(), format!("www.{domain}")],
             tenant: "acme".into(),
+            home: "/srv/lodge/tenants/acme".into(),
             docroot: "/srv/lodge/tenants/acme/sites/x/public".into(),
             php: true,
             front_controller: Some("/index.php".into()),
@@ -230,5 +250,7 @@ mod tests {
         assert!(check(&e).is_err());
         e.docroot = "relative".into();
         assert!(check(&e).is_err());
+        e.docroot = "/srv/lodge/tenants/other/sites/x/public".into();
+        assert!(check(&e).is_err(), "a docroot outside the home");
     }
 }

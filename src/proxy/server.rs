@@ -166,10 +166,23 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         );
     };
     let query = req.uri().query().unwrap_or("").to_owned();
+    // The docroot, opened from the tenant's home without following any symlink on the way:
+    // the tenant owns those directories and could point one at another tenant's site.
+    let root = match static_files::open_docroot_in_home(&route.home, &route.docroot_rel) {
+        Ok(fd) => fd,
+        Err(_) => {
+            return page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "This site has no content yet.",
+            )
+        }
+    };
+    use std::os::fd::AsFd;
 
     if route.php {
         if let Some((script, path_info)) = split_script(&path) {
-            return match static_files::open_beneath(&route.docroot, script) {
+            return match static_files::open_beneath_fd(root.as_fd(), script) {
                 Lookup::File(_) => {
                     php(
                         &shared, &route, &conn, req, &bare_host, script, path_info, &query,
@@ -196,7 +209,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         }
         if path.ends_with('/')
             && matches!(
-                static_files::open_beneath(&route.docroot, &format!("{path}index.php")),
+                static_files::open_beneath_fd(root.as_fd(), &format!("{path}index.php")),
                 Lookup::File(_)
             )
         {
@@ -211,7 +224,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         headers: req.headers(),
     };
     let response =
-        static_files::serve(&route.docroot, &request, &["index.html", "index.htm"]).await;
+        static_files::serve_in(root.as_fd(), &request, static_files::DEFAULT_INDEX).await;
     if response.status() == StatusCode::NOT_FOUND && route.php {
         if let Some(fc) = route.front_controller.clone() {
             return php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await;

@@ -1004,6 +1004,18 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
         !body.contains("root:x:0"),
         "a symlink out of the docroot was followed"
     );
+    // The tenant swaps its docroot for a symlink to /etc: the proxy does not follow it.
+    let public = site.docroot(&tenant, &domain);
+    let real = public.with_file_name("public.real");
+    std::fs::rename(&public, &real).unwrap();
+    std::os::unix::fs::symlink("/etc", &public).unwrap();
+    let (status, _, body) = through_proxy(&http, &domain, "/passwd", &[]).await;
+    assert!(
+        !body.contains("root:x:0"),
+        "the docroot symlink was followed: {status}"
+    );
+    std::fs::remove_file(&public).unwrap();
+    std::fs::rename(&real, &public).unwrap();
     let (status, _, body) = through_proxy(&http, &domain, "/upload.jpg/x.php", &[]).await;
     assert!(!body.contains("ran"), "a .jpg ran as PHP: {status} {body}");
     let (status, _, _) = through_proxy(&http, &domain, "/a%0ab.php", &[]).await;
