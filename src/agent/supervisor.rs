@@ -349,28 +349,22 @@ impl Supervisor {
                 let _ = std::fs::remove_file(pid);
             }
         });
-        futures_join_all(stops).await;
+        // Services already told to stop (a suspended tenant's master) finish within their
+        // own deadline, or are killed: nothing outlives the agent's shutdown.
+        let stopping = std::mem::take(&mut self.stopping).into_iter().map(
+            |(mut child, deadline)| async move {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tokio::time::timeout(left, child.wait()).await.is_err() {
+                    if let Some(pid) = child.id() {
+                        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    }
+                    let _ = child.kill().await;
+                }
+            },
+        );
+        futures_util::future::join_all(stops).await;
+        futures_util::future::join_all(stopping).await;
     }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()>>(
-    futures: impl IntoIterator<Item = F>,
-) {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    // A handful of futures: poll them together without another dependency.
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = set.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pinned.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pinned.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 async fn stop_child(child: &mut Child, signal: Signal, grace: Duration) {
