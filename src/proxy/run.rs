@@ -97,7 +97,7 @@ pub async fn serve(
             "lodge proxy listening on http://{}/",
             listener.local_addr()?
         );
-        tasks.push(tokio::spawn(accept_plain(listener, shared.clone())));
+        tasks.push(tokio::spawn(accept(listener, None, shared.clone())));
     }
     if let Some(listener) = https {
         listener.set_nonblocking(true)?;
@@ -107,7 +107,11 @@ pub async fn serve(
             listener.local_addr()?
         );
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
-        tasks.push(tokio::spawn(accept_tls(listener, acceptor, shared.clone())));
+        tasks.push(tokio::spawn(accept(
+            listener,
+            Some(acceptor),
+            shared.clone(),
+        )));
     }
     if tasks.is_empty() {
         anyhow::bail!("both the HTTP and the HTTPS listener are off");
@@ -118,42 +122,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn accept_plain(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    let local = listener
-        .local_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Conn {
-            peer,
-            local,
-            tls: false,
-            sni: None,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let (shared, conn) = (shared.clone(), conn.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
-            });
-            let _ = builder()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-async fn accept_tls(
+/// Accepts connections for ever; each is set up by `start` on a task of its own. With
+/// `tls`, connections are TLS (handshake on the connection's task); without, plain.
+async fn accept(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
 ) {
     let local = listener
@@ -169,28 +142,58 @@ async fn accept_tls(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (acceptor, shared) = (acceptor.clone(), shared.clone());
+        let (tls, shared) = (tls.clone(), shared.clone());
         tokio::spawn(async move {
-            // A handshake that stalls must not hold the connection for ever.
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
-                return;
-            };
-            let sni = tls.get_ref().1.server_name().map(str::to_owned);
-            let conn = Conn {
-                peer,
-                local,
-                tls: true,
-                sni,
-            };
-            let service = service_fn(move |req| {
-                let (shared, conn) = (shared.clone(), conn.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
-            });
-            let _ = builder().serve_connection(TokioIo::new(tls), service).await;
+            match tls {
+                None => {
+                    serve_connection(
+                        stream,
+                        Conn {
+                            peer,
+                            local,
+                            tls: false,
+                            sni: None,
+                        },
+                        shared,
+                    )
+                    .await
+                }
+                Some(acceptor) => {
+                    // A handshake that stalls must not hold the connection for ever.
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                    serve_connection(
+                        stream,
+                        Conn {
+                            peer,
+                            local,
+                            tls: true,
+                            sni,
+                        },
+                        shared,
+                    )
+                    .await
+                }
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it closes.
+async fn serve_connection<I>(io: I, conn: Conn, shared: Arc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let (shared, conn) = (shared.clone(), conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
+    });
+    let _ = builder().serve_connection(TokioIo::new(io), service).await;
 }
 
 /// HTTP/1.1 and HTTP/2 on one listener; slow headers are cut off (slowloris).
