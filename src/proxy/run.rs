@@ -122,6 +122,41 @@ pub async fn serve(
     Ok(())
 }
 
+/// Open connections one client address may hold; more are closed at once (a single
+/// address cannot take every connection slot).
+const MAX_PER_CLIENT: usize = 256;
+
+/// Counts open connections per client address.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One open connection of an address, counted until dropped.
+struct Slot(Arc<PerClient>, std::net::IpAddr);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Accepts connections for ever; each is set up by `start` on a task of its own. With
 /// `tls`, connections are TLS (handshake on the connection's task); without, plain.
 async fn accept(
@@ -132,6 +167,7 @@ async fn accept(
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let per_client = Arc::new(PerClient::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -141,9 +177,13 @@ async fn accept(
                 continue;
             }
         };
+        let Some(slot) = per_client.take(peer.ip()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (tls, shared) = (tls.clone(), shared.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => {
                     serve_connection(
@@ -207,4 +247,30 @@ fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(128);
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_cannot_take_every_connection() {
+        let per_client = Arc::new(PerClient::default());
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let mut slots: Vec<Slot> = (0..MAX_PER_CLIENT)
+            .map(|_| per_client.take(ip).expect("a slot"))
+            .collect();
+        assert!(per_client.take(ip).is_none(), "over the cap");
+        assert!(
+            per_client.take("192.0.2.8".parse().unwrap()).is_some(),
+            "other addresses are not affected"
+        );
+        slots.pop();
+        assert!(
+            per_client.take(ip).is_some(),
+            "a closed connection frees its slot"
+        );
+        drop(slots);
+        assert!(per_client.0.lock().unwrap().len() <= 1);
+    }
 }
