@@ -15,6 +15,10 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
+/// The most response header bytes a script may send (nginx's default buffers hold 4-8 KiB;
+/// this is generous but bounded).
+const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
+
 /// What every connection shares: the current routes and the FastCGI pools.
 pub struct Shared {
     pub table: RwLock<Arc<Table>>,
@@ -99,15 +103,36 @@ pub fn decode_path(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Handles one request.
-pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
-    let host = req
-        .headers()
+/// The host a request names: its Host header, or on HTTP/2 its `:authority`.
+fn request_host<B>(req: &Request<B>) -> String {
+    req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Handles one request.
+pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    let tls = conn.tls;
+    let table = shared.table();
+    let hsts = table
+        .lookup(&request_host(&req))
+        .is_some_and(|r| r.redirect_https);
+    let mut response = route(shared, conn, req).await;
+    // A site that sends HTTP to HTTPS also tells browsers to stay there (HSTS).
+    if tls && hsts {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
+async fn route(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+    let host = request_host(&req);
     let bare_host = host
         .rsplit_once(':')
         .map_or(host.as_str(), |(h, _)| h)
@@ -336,6 +361,21 @@ async fn php(
         .run(&route.socket, route.max_children, &fcgi)
         .await
     {
+        Ok(answer)
+            if answer
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>()
+                > MAX_RESPONSE_HEADERS =>
+        {
+            tracing::warn!(tenant = %route.tenant, "PHP sent oversized response headers");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "Bad answer",
+                "This site's PHP sent headers that are too large.",
+            )
+        }
         Ok(answer) => {
             let mut r = Response::new(if parts.method == Method::HEAD {
                 super::empty()

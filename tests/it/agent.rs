@@ -1171,6 +1171,44 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
     ]);
     assert_eq!(out, "000", "an unknown name gets no certificate at all");
 
+    // HTTP to HTTPS: a redirect, and HSTS on the HTTPS answers.
+    let (status, _) = agent
+        .call(
+            Method::PATCH,
+            &format!("/vhosts/{domain}"),
+            Some(json!({"redirect_https": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, headers, _) = through_proxy(&http, &domain, "/style.css?x=1", &[]).await;
+        if status == 301 {
+            assert_eq!(
+                headers["location"],
+                format!("https://{domain}/style.css?x=1")
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no redirect to HTTPS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (out, _) = curl(&[
+        "-k",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "--resolve",
+        &resolve,
+        &format!("https://{domain}:{port}/style.css"),
+    ]);
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{out}"
+    );
+
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
 }
