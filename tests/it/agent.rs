@@ -271,6 +271,15 @@ impl Drop for Agent {
     }
 }
 
+/// A fresh site, its agent running, and a plan `basic` made from `plan`.
+async fn with_plan(plan: Value) -> (Site, Agent) {
+    let site = Site::new();
+    let agent = Agent::start(&site, None).await;
+    let (status, body) = agent.post("/plans", plan).await;
+    assert_eq!(status, 201, "{body}");
+    (site, agent)
+}
+
 /// Runs `script` through the tenant's socket with cgi-fcgi; `None` if the request failed.
 fn php(socket: &Path, script: &Path) -> Option<String> {
     let out = Command::new("cgi-fcgi")
@@ -366,18 +375,8 @@ async fn make_tenant(agent: &Agent, site: &Site, short: &str) -> (String, String
 #[tokio::test]
 async fn tenants_are_real_isolated_and_healed() {
     require_root!("tenants_are_real_isolated_and_healed");
-    let site = Site::new();
-    let agent = Agent::start(&site, None).await;
-    assert_eq!(
-        agent
-            .post(
-                "/plans",
-                json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})
-            )
-            .await
-            .0,
-        201
-    );
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
 
     // 1. A tenant and a vhost made through the API serve PHP as the tenant within 2 s.
     let started = Instant::now();
@@ -600,18 +599,8 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
 #[tokio::test]
 async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     require_root!("reloads_are_graceful_and_rejected_files_keep_the_old_pool");
-    let site = Site::new();
-    let mut agent = Agent::start(&site, None).await;
-    assert_eq!(
-        agent
-            .post(
-                "/plans",
-                json!({"name": "basic", "php": {"pm": "static", "max_children": 4}})
-            )
-            .await
-            .0,
-        201
-    );
+    let (site, mut agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 4}})).await;
     let (a, a_domain) = make_tenant(&agent, &site, "a").await;
     let (b, b_domain) = make_tenant(&agent, &site, "b").await;
     agent.applied(&a, "ok", Duration::from_secs(3)).await;
@@ -780,9 +769,7 @@ fn masters_of(site: &Site, tenant: &str) -> Vec<i32> {
 #[tokio::test]
 async fn a_restarted_agent_leaves_no_orphan_and_no_duplicate() {
     require_root!("a_restarted_agent_leaves_no_orphan_and_no_duplicate");
-    let site = Site::new();
-    let mut agent = Agent::start(&site, None).await;
-    assert_eq!(agent.post("/plans", json!({"name": "basic"})).await.0, 201);
+    let (site, mut agent) = with_plan(json!({"name": "basic"})).await;
     let (tenant, _) = make_tenant(&agent, &site, "a").await;
     agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
     wait_for("one master", Duration::from_secs(5), || {
@@ -903,18 +890,8 @@ fn curl(args: &[&str]) -> (String, String) {
 #[tokio::test]
 async fn the_proxy_serves_sites_statically_and_through_php() {
     require_root!("the_proxy_serves_sites_statically_and_through_php");
-    let site = Site::new();
-    let agent = Agent::start(&site, None).await;
-    assert_eq!(
-        agent
-            .post(
-                "/plans",
-                json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})
-            )
-            .await
-            .0,
-        201
-    );
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
     let tenant = site.tenant("a");
     let domain = format!("{tenant}.example");
     assert_eq!(
@@ -1216,18 +1193,8 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
 #[tokio::test]
 async fn the_proxy_under_load_adds_vhosts_without_failures_and_sheds_a_saturated_pool() {
     require_root!("the_proxy_under_load_adds_vhosts_without_failures_and_sheds_a_saturated_pool");
-    let site = Site::new();
-    let agent = Agent::start(&site, None).await;
-    assert_eq!(
-        agent
-            .post(
-                "/plans",
-                json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})
-            )
-            .await
-            .0,
-        201
-    );
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
     let (tenant, domain) = make_tenant(&agent, &site, "a").await;
     agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
     script(&site, &tenant, &domain, "hello.txt", "hello");
