@@ -158,8 +158,17 @@ async fn read_response<R: AsyncRead + Unpin>(
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let mut scratch = Vec::new();
+    let mut first = true;
     loop {
-        let header = record::read_header(r).await?;
+        let header = match record::read_header(r).await {
+            // Nothing at all came back: the server closed the connection (a kept one it had
+            // finished with, at pm.max_requests) without taking the request.
+            Err(FcgiError::Protocol(m)) if first && m == record::EOF_MESSAGE => {
+                return Err(FcgiError::Closed)
+            }
+            other => other?,
+        };
+        first = false;
         if header.request_id != REQUEST_ID {
             return Err(FcgiError::Protocol(format!(
                 "{:?} record for request {}, expected {REQUEST_ID}",
@@ -312,6 +321,22 @@ mod tests {
             "no FCGI_KEEP_CONN, so the server closes"
         );
         assert!(matches!(conn.run(&req).await, Err(FcgiError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_record_is_closed_not_broken() {
+        // The server takes the bytes and hangs up without a record (a kept connection it
+        // had finished with at pm.max_requests).
+        let (client, mut server) = duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            read_request(&mut server).await;
+            drop(server);
+        });
+        let mut conn = Connection::new(client).keep_conn(true);
+        let req = Request::get("/s.php", "/s.php", "");
+        let result = conn.run(&req).await;
+        server.await.unwrap();
+        assert!(matches!(result, Err(FcgiError::Closed)), "{result:?}");
     }
 
     #[tokio::test]

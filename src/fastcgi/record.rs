@@ -369,9 +369,12 @@ pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Header, Vec
     Ok((header, content))
 }
 
+/// The message of the protocol error for a connection that ended before a whole record.
+pub const EOF_MESSAGE: &str = "connection closed in the middle of a FastCGI response";
+
 fn eof_is_protocol(e: std::io::Error) -> FcgiError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        FcgiError::Protocol("connection closed in the middle of a FastCGI response".into())
+        FcgiError::Protocol(EOF_MESSAGE.into())
     } else {
         FcgiError::Io(e)
     }

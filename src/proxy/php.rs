@@ -117,8 +117,9 @@ impl Pools {
         let response = match result {
             Ok(r) => r,
             // A kept connection php-fpm has closed meanwhile (max_requests, a reload): once
-            // more on a fresh one. Nothing was processed: the request never reached a worker.
-            Err(FcgiError::Closed | FcgiError::Io(_)) if was_reused => {
+            // more on a fresh one. Only for GET and HEAD: had a worker taken the request and
+            // died without a word, running a POST twice would be worse than a 502.
+            Err(FcgiError::Closed | FcgiError::Io(_)) if was_reused && idempotent(request) => {
                 conn = connect(&pool.socket).await?;
                 match tokio::time::timeout(RESPONSE_TIMEOUT, conn.run(request)).await {
                     Err(_) => return Err(PhpError::Timeout),
@@ -135,6 +136,13 @@ impl Pools {
         }
         Ok(response)
     }
+}
+
+fn idempotent(request: &Request) -> bool {
+    matches!(
+        request.param_value("REQUEST_METHOD"),
+        Some(b"GET" | b"HEAD")
+    )
 }
 
 async fn connect(socket: &Path) -> Result<Connection, PhpError> {
