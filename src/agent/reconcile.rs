@@ -20,6 +20,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// How long a suspended tenant's running requests may take to finish before its workers are
+/// killed: a suspension is meant to take effect now.
+const SUSPEND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A tenant as the store describes it, still raw.
 #[derive(Debug, sqlx::FromRow)]
 struct TenantRecord {
@@ -301,7 +305,7 @@ impl Reconciler {
         let paths = PoolPaths::new(&self.config.run_dir, &t.name);
         let key = master_key(&t.name);
         if t.suspended {
-            self.supervisor.stop_soon(&key, STOP_GRACE);
+            self.supervisor.stop_soon(&key, SUSPEND_GRACE);
             let _ = std::fs::remove_file(&paths.socket);
             return Ok(());
         }

@@ -496,7 +496,7 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     agent.applied(&a, "ok", Duration::from_secs(5)).await;
     wait_for(
         "no process of the suspended tenant",
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         || processes_of(ids(&a).0) == 0,
     )
     .await;
