@@ -47,6 +47,27 @@ struct Site {
     prefix: String,
 }
 
+impl Drop for Site {
+    /// Removes the Linux users and groups this test's tenants got (the agent keeps a
+    /// tenant's user until the tenant is deleted), so repeated runs leave nothing behind.
+    fn drop(&mut self) {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        for name in passwd
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .filter(|n| n.starts_with(&self.prefix))
+        {
+            let _ = Command::new("pkill").args(["-9", "-u", name]).status();
+            let _ = Command::new("userdel").arg(name).status();
+            let _ = Command::new("groupdel")
+                .arg(name)
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
 impl Site {
     fn new() -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
