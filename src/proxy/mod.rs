@@ -1,6 +1,7 @@
-//! The bundled front proxy (being built): routes by Host and SNI to a tenant's vhost, serves
-//! static files from the docroot without ever leaving it, and passes PHP to the tenant's pool
-//! over FastCGI. Runs as `lodge-www` with listening sockets handed over by the agent.
+//! The bundled front proxy: routes by Host and SNI to a tenant's vhost, serves static files
+//! from the docroot without ever leaving it, and passes PHP to the tenant's pool over FastCGI.
+//! Runs as `lodge-www` with listening sockets handed over by the agent. Bodies to and from PHP
+//! are still buffered (bounded); streaming them is the next step.
 
 pub mod php;
 pub mod routes;
