@@ -159,12 +159,25 @@ impl Browser {
 
     /// The text the page shows.
     pub async fn text(&self) -> String {
-        let id = self.element("body").await;
-        self.call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+        // Through a script, so that a page still loading reads as empty instead of failing.
+        self.script("return document.body ? document.body.innerText : '';")
             .await
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// The page's text once it contains `expected` (a form post navigates after the click
+    /// returns); what it shows after 10 s otherwise, for the caller's assertion.
+    pub async fn wait_for_text(&self, expected: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if text.contains(expected) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs a script in the page and returns its result.

@@ -60,6 +60,7 @@ async fn dashboard_in_headless_chromium() {
     b.fill("#username", "admin").await;
     b.fill("#password", "admin-password-1").await;
     b.click("button[type=submit]").await;
+    b.wait_for_text("Recent changes").await;
     assert_eq!(
         b.url().await,
         format!("{base}/"),
@@ -125,7 +126,7 @@ async fn dashboard_in_headless_chromium() {
     b.goto(&format!("{base}/tenants/globex/vhosts/new")).await;
     b.fill("#domain", "shop_globex.example").await;
     b.click("button.btn-primary[type=submit]").await;
-    let text = b.text().await;
+    let text = b.wait_for_text("not allowed in a domain").await;
     assert!(
         text.contains("not allowed in a domain"),
         "inline error shown: {text}"
@@ -137,6 +138,7 @@ async fn dashboard_in_headless_chromium() {
     assert!(b.screenshot("vhost-inline-error-desktop").await > 1000);
     b.fill("#domain", "shop.globex.example").await;
     b.click("button.btn-primary[type=submit]").await;
+    b.wait_for_text("shop.globex.example").await;
     assert!(b.url().await.ends_with("/tenants/globex?done=created"));
     assert!(b.text().await.contains("shop.globex.example"));
     let (status, vhost) = api.get("/vhosts/shop.globex.example").await;
