@@ -116,11 +116,11 @@ fn request_host<B>(req: &Request<B>) -> String {
 /// Handles one request.
 pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
     let tls = conn.tls;
-    let table = shared.table();
-    let hsts = table
-        .lookup(&request_host(&req))
-        .is_some_and(|r| r.redirect_https);
-    let mut response = route(shared, conn, req).await;
+    // One look at the routes per request: the answer and the HSTS decision share it.
+    let host = request_host(&req);
+    let found = shared.table().lookup(&host).cloned();
+    let hsts = found.as_ref().is_some_and(|r| r.redirect_https);
+    let mut response = route(shared, conn, req, host, found).await;
     // A site that sends HTTP to HTTPS also tells browsers to stay there (HSTS).
     if tls && hsts {
         response.headers_mut().insert(
@@ -131,8 +131,13 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
     response
 }
 
-async fn route(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
-    let host = request_host(&req);
+async fn route(
+    shared: Arc<Shared>,
+    conn: Conn,
+    req: Request<Incoming>,
+    host: String,
+    found: Option<Arc<Route>>,
+) -> Response<Body> {
     let bare_host = host
         .rsplit_once(':')
         .map_or(host.as_str(), |(h, _)| h)
@@ -146,8 +151,7 @@ async fn route(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Respo
             );
         }
     }
-    let table = shared.table();
-    let Some(route) = table.lookup(&host).cloned() else {
+    let Some(route) = found else {
         return page(
             StatusCode::NOT_FOUND,
             "No site here",
