@@ -1,8 +1,8 @@
 //! A small async FastCGI 1.0 client, for talking to php-fpm over a unix socket.
 //!
 //! The agent uses it to health-check each tenant's pool ([`ping`], [`status`]) and tests use
-//! it to run PHP as a tenant ([`request`]). It is built in layers so the proxy can later
-//! grow a pooled client on the same pieces:
+//! it to run PHP as a tenant ([`request`]). It is built in layers; the proxy's pooled,
+//! streaming client (`proxy::php`, `proxy::exchange`) is built on the same pieces:
 //! - [`record`]: the wire format, as plain encode/decode functions;
 //! - [`Request`] / [`Response`]: CGI variables in, a parsed CGI response out;
 //! - [`Connection`]: one request at a time on one stream, knowing whether it may be reused;

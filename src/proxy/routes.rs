@@ -7,8 +7,10 @@
 use crate::domain::{DomainName, RedirectWww, TenantName};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One vhost as the agent describes it to the proxy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -95,6 +97,35 @@ pub struct Route {
     pub redirect_https: bool,
     pub redirect_www: RedirectWww,
     pub body_limit: u64,
+    /// The docroot, once opened: see [`Route::open_docroot`].
+    docroot_fd: Mutex<Option<(Arc<OwnedFd>, Instant)>>,
+}
+
+/// How long an opened docroot is used before it is opened again from the home. A tenant
+/// who deploys by replacing the docroot directory sees the new one within this time.
+pub const DOCROOT_REOPEN: Duration = Duration::from_secs(1);
+
+impl Route {
+    /// The docroot directory, opened from the home without following a symlink (the tenant
+    /// owns every directory between), and kept for [`DOCROOT_REOPEN`]: opening it walks
+    /// several path components, which cost as much as serving a small file. Keeping it
+    /// open is safe: whatever happens to the path later, lookups stay beneath the
+    /// directory that was checked.
+    pub fn open_docroot(&self) -> std::io::Result<Arc<OwnedFd>> {
+        let mut cached = self.docroot_fd.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((fd, at)) = cached.as_ref() {
+            if at.elapsed() < DOCROOT_REOPEN {
+                return Ok(fd.clone());
+            }
+        }
+        *cached = None;
+        let fd = Arc::new(super::static_files::open_docroot_in_home(
+            &self.home,
+            &self.docroot_rel,
+        )?);
+        *cached = Some((fd.clone(), Instant::now()));
+        Ok(fd)
+    }
 }
 
 /// Host name → route, immutable; a new snapshot builds a new table that is swapped in whole.
@@ -198,6 +229,7 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
         socket: e.socket.clone(),
         max_children: e.max_children.clamp(1, 1000),
         suspended: e.suspended,
+        docroot_fd: Mutex::new(None),
         redirect_https: e.redirect_https,
         redirect_www: RedirectWww::parse(&e.redirect_www).map_err(|x| x.to_string())?,
         body_limit: u64::from(e.body_limit_mb.clamp(1, 10_240)) * 1024 * 1024,

@@ -1,23 +1,18 @@
 //! The proxy's request handling: Host (and SNI) to vhost, redirects, suspended and unknown
 //! hosts, static files from the docroot, PHP through the tenant's pool.
 
-use super::php::{split_script, PhpError, Pools};
+use super::php::{split_script, PhpError, Pools, RequestBody};
 use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
 use super::{full, Body};
 use crate::domain::RedirectWww;
 use crate::fastcgi::Request as FcgiRequest;
-use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-
-/// The most response header bytes a script may send (nginx's default buffers hold 4-8 KiB;
-/// this is generous but bounded).
-const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
 
 /// What every connection shares: the current routes and the FastCGI pools.
 pub struct Shared {
@@ -197,7 +192,7 @@ async fn route(
     let query = req.uri().query().unwrap_or("").to_owned();
     // The docroot, opened from the tenant's home without following any symlink on the way:
     // the tenant owns those directories and could point one at another tenant's site.
-    let root = match static_files::open_docroot_in_home(&route.home, &route.docroot_rel) {
+    let root = match route.open_docroot() {
         Ok(fd) => fd,
         Err(_) => {
             return page(
@@ -274,6 +269,70 @@ async fn route(
     }
 }
 
+/// Request bodies up to this size are read before php-fpm is asked, and go out with the
+/// parameters in one write.
+const SMALL_BODY: u64 = 64 * 1024;
+/// A body of unknown length (chunked, or HTTP/2 without `content-length`) is read whole
+/// first, since PHP needs `CONTENT_LENGTH`; up to this size, or the site's limit if lower.
+const UNSIZED_BODY: u64 = 16 << 20;
+
+fn too_large() -> Response<Body> {
+    page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Too large",
+        "The request is larger than this site accepts.",
+    )
+}
+
+/// The request body, as it will go to php-fpm, and its length; or the answer that refuses
+/// it.
+async fn request_body(
+    body: Incoming,
+    limit: u64,
+) -> Result<(RequestBody, Option<u64>), Response<Body>> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok((RequestBody::Empty, None));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n > limit => Err(too_large()),
+        Some(n) if n > SMALL_BODY => Ok((RequestBody::Stream(body, limit), Some(n))),
+        known => {
+            let cap = if known.is_some() {
+                SMALL_BODY
+            } else {
+                limit.min(UNSIZED_BODY)
+            };
+            match Limited::new(body, cap as usize).collect().await {
+                Ok(b) => {
+                    let b = b.to_bytes();
+                    let n = b.len() as u64;
+                    Ok((RequestBody::Whole(b), Some(n)))
+                }
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    if cap < limit {
+                        Err(page(
+                            StatusCode::LENGTH_REQUIRED,
+                            "Length required",
+                            "Send a body this large with a Content-Length.",
+                        ))
+                    } else {
+                        Err(too_large())
+                    }
+                }
+                Err(_) => Err(page(
+                    StatusCode::BAD_REQUEST,
+                    "Bad request",
+                    "The request body could not be read.",
+                )),
+            }
+        }
+    }
+}
+
 /// Runs `script` (a path inside the docroot) through the tenant's pool.
 #[allow(clippy::too_many_arguments)]
 async fn php(
@@ -288,18 +347,9 @@ async fn php(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // Bodies are bounded by the plan's upload limit.
-    let body = match Limited::new(body, route.body_limit as usize)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return page(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Too large",
-                "The request is larger than this site accepts.",
-            )
-        }
+    let (body, length) = match request_body(body, route.body_limit).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
     };
     let docroot = route.docroot.to_string_lossy();
     let filename = format!("{docroot}{script}");
@@ -352,51 +402,46 @@ async fn php(
         }
         fcgi.set_param(key, value.as_bytes());
     }
-    if !body.is_empty() || parts.method == Method::POST || parts.method == Method::PUT {
+    if length.is_some() || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         let content_type = parts
             .headers
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        fcgi = fcgi.with_body(content_type, body.to_vec());
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        fcgi.set_param("CONTENT_TYPE", content_type);
+        fcgi.set_param("CONTENT_LENGTH", length.unwrap_or(0).to_string());
     }
+    let retry = matches!(parts.method, Method::GET | Method::HEAD);
     match shared
         .pools
-        .run(&route.socket, route.max_children, &fcgi)
+        .run(&route.socket, route.max_children, &fcgi.params, body, retry)
         .await
     {
-        Ok(answer)
-            if answer
-                .headers
-                .iter()
-                .map(|(n, v)| n.len() + v.len() + 4)
-                .sum::<usize>()
-                > MAX_RESPONSE_HEADERS =>
-        {
-            tracing::warn!(tenant = %route.tenant, "PHP sent oversized response headers");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "Bad answer",
-                "This site's PHP sent headers that are too large.",
-            )
-        }
         Ok(answer) => {
+            let streamed = hyper::body::Body::size_hint(&answer.body).exact().is_none();
             let mut r = Response::new(if parts.method == Method::HEAD {
                 super::empty()
             } else {
-                full(Bytes::from(answer.body))
+                answer.body
             });
             *r.status_mut() =
-                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, value) in answer.headers {
+                StatusCode::from_u16(answer.head.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (name, value) in answer.head.headers {
                 if let (Ok(n), Ok(v)) = (
                     header::HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(&value),
                 ) {
-                    if !matches!(
-                        n.as_str(),
-                        "connection" | "transfer-encoding" | "keep-alive" | "content-length"
-                    ) {
+                    // A whole body gets its length from hyper; a streamed one keeps the
+                    // script's, if it is a number (a download's progress bar needs it).
+                    let keep_length = n == header::CONTENT_LENGTH
+                        && streamed
+                        && value.bytes().all(|b| b.is_ascii_digit());
+                    if keep_length
+                        || !matches!(
+                            n.as_str(),
+                            "connection" | "transfer-encoding" | "keep-alive" | "content-length"
+                        )
+                    {
                         r.headers_mut().append(n, v);
                     }
                 }
@@ -426,6 +471,15 @@ async fn php(
             "Timed out",
             "This site's PHP took too long to answer.",
         ),
+        Err(PhpError::TooLarge) => too_large(),
+        Err(PhpError::Client(e)) => {
+            tracing::debug!(tenant = %route.tenant, error = %e, "request body broke off");
+            page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The request body could not be read.",
+            )
+        }
         Err(PhpError::Bad(e)) => {
             tracing::warn!(tenant = %route.tenant, error = %e, "PHP answered badly");
             page(

@@ -857,6 +857,12 @@ async fn a_restarted_agent_leaves_no_orphan_and_no_duplicate() {
 
 /// The `lodge panel` child of the agent.
 fn panel_pid(agent: i32) -> Option<i32> {
+    child_pid(agent, "panel")
+}
+
+/// The child of the agent that runs `lodge <role>` (the panel, the proxy).
+fn child_pid(agent: i32, role: &str) -> Option<i32> {
+    let suffix = format!("\0{role}\0");
     std::fs::read_dir("/proc")
         .ok()?
         .flatten()
@@ -869,7 +875,7 @@ fn panel_pid(agent: i32) -> Option<i32> {
                 .and_then(|(_, rest)| rest.split_whitespace().nth(1))
                 .and_then(|p| p.parse::<i32>().ok());
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid == Some(agent) && cmdline.ends_with(b"\0panel\0")
+            ppid == Some(agent) && cmdline.ends_with(suffix.as_bytes())
         })
 }
 
@@ -1313,6 +1319,178 @@ async fn the_proxy_under_load_adds_vhosts_without_failures_and_sheds_a_saturated
     }
     eprintln!("saturated pool: {done} served, {shed} shed with 503");
     assert!(done >= 2 && shed >= 1, "{done} served, {shed} shed");
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&site.base);
+}
+
+/// The peak resident memory of a process so far (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// curl with a longer time limit: (status line fields from `-w`, stderr).
+fn curl_long(secs: u32, args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", &secs.to_string()])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn php_bodies_stream_in_bounded_memory_and_a_gone_client_aborts_the_script() {
+    require_root!("php_bodies_stream_in_bounded_memory_and_a_gone_client_aborts_the_script");
+    let (site, agent) = with_plan(json!({"name": "basic",
+        "php": {"pm": "static", "max_children": 2, "upload_max_mb": 300, "max_execution_time": 120}}))
+    .await;
+    let (tenant, domain) = make_tenant(&agent, &site, "s").await;
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+    // Counts and checksums what it reads, without keeping it.
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "sink.php",
+        "<?php $in = fopen('php://input', 'r'); $n = 0; $h = hash_init('sha256');
+         while (!feof($in)) { $d = fread($in, 65536); $n += strlen($d); hash_update($h, $d); }
+         echo $n, ' ', hash_final($h);",
+    );
+    // 1 GiB, written a MiB at a time.
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "big.php",
+        "<?php header('Content-Type: application/octet-stream'); $m = str_repeat('0123456789abcdef', 65536);
+         for ($i = 0; $i < 1024; $i++) { echo $m; flush(); }",
+    );
+    // Writes forever, noting each round in the tenant's tmp/.
+    let home = site.tenants().join(&tenant);
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "forever.php",
+        &format!(
+            "<?php ignore_user_abort(false); for ($i = 0; ; $i++) {{ echo str_repeat('x', 65536); flush();
+             file_put_contents('{}/tmp/rounds-' . $_GET['n'], $i); usleep(10000); }}",
+            home.display()
+        ),
+    );
+    let http = agent.proxy("http").await;
+    let port = http
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let resolve = format!("{domain}:{port}:127.0.0.1");
+    let url = |path: &str| format!("http://{domain}:{port}{path}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while through_proxy(&http, &domain, "/sink.php", &[]).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the vhost answers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let proxy = child_pid(agent.child.id() as i32, "proxy").expect("the proxy runs");
+    let before = peak_rss_kib(proxy);
+
+    // 200 MB up: PHP sees every byte, the proxy never holds it.
+    let upload = site.base.join("upload.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&upload).unwrap());
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        for _ in 0..200 {
+            f.write_all(&block).unwrap();
+        }
+    }
+    let expected_sum = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(std::fs::read(&upload).unwrap());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let upload_arg = upload.display().to_string();
+    let (out, err) = curl_long(
+        120,
+        &[
+            "--resolve",
+            &resolve,
+            "-T",
+            &upload_arg,
+            "-H",
+            "content-type: application/octet-stream",
+            &url("/sink.php"),
+        ],
+    );
+    assert_eq!(out, format!("209715200 {expected_sum}"), "{err}");
+
+    // 1 GiB down.
+    let (out, err) = curl_long(
+        120,
+        &[
+            "--resolve",
+            &resolve,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            &url("/big.php"),
+        ],
+    );
+    assert_eq!(out, "200 1073741824", "{err}");
+    let grown = peak_rss_kib(proxy).saturating_sub(before);
+    eprintln!("proxy peak RSS grew by {grown} KiB over a 200 MB upload and a 1 GiB download");
+    assert!(
+        grown < 48 * 1024,
+        "the proxy's peak RSS grew by {grown} KiB"
+    );
+
+    // A client that goes away: both workers' scripts stop, and the pool serves again.
+    for n in 0..2 {
+        let (resolve, target) = (resolve.clone(), url(&format!("/forever.php?n={n}")));
+        std::thread::spawn(move || {
+            curl_long(1, &["--resolve", &resolve, "-o", "/dev/null", &target]);
+        });
+    }
+    let rounds = |n: u32| {
+        std::fs::read_to_string(home.join(format!("tmp/rounds-{n}")))
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let first = (rounds(0), rounds(1));
+    assert!(
+        first.0.is_some() && first.1.is_some(),
+        "the scripts ran: {first:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        (rounds(0), rounds(1)),
+        first,
+        "the scripts went on after their clients left"
+    );
+    let asked = Instant::now();
+    let (status, _, body) = through_proxy(&http, &domain, "/sink.php", &[]).await;
+    assert!(
+        status == 200 && body.starts_with("0 e3b0c442"),
+        "{status} {body}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the workers are free"
+    );
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
 }
