@@ -24,7 +24,9 @@
 # (18080/18081/18082), UID_RANGE (43000-43099), SKIP_BUILD (0), FCGIBENCH (1: also measure the
 # pool directly with ../shared/tools/fcgibench if it builds), WAIT_FOR (a file; measuring waits,
 # at most WAIT_MAX seconds, until it has a line starting with EXIT, so that another job's
-# load does not distort the figures; unset by default), RESULTS (unset).
+# load does not distort the figures; unset by default), RESULTS (unset), ONLY_SERVERS (e.g.
+# "lodge nginx"), ONLY_ROWS (a part of a row's name, e.g. "4 KiB"), PROFILE (a path prefix:
+# `perf record -g` of lodge's proxy during each of its measured runs, to <prefix>.<file>).
 # Needs: wrk, nginx, apache2 (Debian packages), php-fpm, curl, jq.
 set -euo pipefail
 
@@ -334,8 +336,11 @@ APACHE_PID=$!
 port_of() {
     case $1 in lodge) echo "$PORT_LODGE" ;; nginx) echo "$PORT_NGINX" ;; apache) echo "$PORT_APACHE" ;; esac
 }
-SERVERS=(lodge nginx apache)
-ROWS=("PHP hello world:/hello.php:5" "4 KiB static:/4k.bin:4096" "1 MiB static:/1m.bin:1048576")
+read -r -a SERVERS <<<"${ONLY_SERVERS:-lodge nginx apache}"
+ROWS=()
+for row in "PHP hello world:/hello.php:5" "4 KiB static:/4k.bin:4096" "1 MiB static:/1m.bin:1048576"; do
+    [[ -z ${ONLY_ROWS:-} || $row == *"${ONLY_ROWS}"* ]] && ROWS+=("$row")
+done
 
 # Every server answers every row with a 200 and the right body before anything is measured.
 for s in "${SERVERS[@]}"; do
@@ -399,7 +404,14 @@ for row in "${ROWS[@]}"; do
         # must be gone, or they would hold php-fpm workers.
         sleep 3
         run_wrk "$s" "$path" "$WARMUP" >/dev/null
+        if [[ $s == lodge && -n ${PROFILE:-} ]]; then
+            proxy_pid=$(pgrep -u lodge-www -f 'lodge proxy$' | head -n 1)
+            perf record -F 1999 -g -o "$PROFILE.$(basename "$path")" -p "$proxy_pid" -- sleep "$DURATION" \
+                >/dev/null 2>&1 &
+            perf_pid=$!
+        fi
         out=$(run_wrk "$s" "$path" "$DURATION")
+        if [[ -n ${perf_pid:-} ]]; then wait "$perf_pid" || true; perf_pid=; fi
         printf '%s\n' "== $s $path" "$out" >>"$BASE/wrk.log"
         RPS[$s,$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
         P99[$s,$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
