@@ -1,6 +1,9 @@
 //! The proxy's request handling: Host (and SNI) to vhost, redirects, suspended and unknown
 //! hosts, static files from the docroot, PHP through the tenant's pool.
 
+use super::access_log::AccessLog;
+use super::metrics::Metrics;
+use super::observe::Observed;
 use super::php::{split_script, PhpError, Pools};
 use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
@@ -19,17 +22,23 @@ use std::sync::{Arc, RwLock};
 /// this is generous but bounded).
 const MAX_RESPONSE_HEADERS: usize = 64 * 1024;
 
-/// What every connection shares: the current routes and the FastCGI pools.
+/// What every connection shares: the current routes, the FastCGI pools, the metrics and
+/// the access log.
 pub struct Shared {
     pub table: RwLock<Arc<Table>>,
     pub pools: Pools,
+    pub metrics: Arc<Metrics>,
+    /// `None`: no access log is written.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Shared {
-    pub fn new(table: Table) -> Self {
+    pub fn new(table: Table, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Self {
         Self {
             table: RwLock::new(Arc::new(table)),
             pools: Pools::default(),
+            metrics,
+            access_log,
         }
     }
 
@@ -37,8 +46,17 @@ impl Shared {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Swaps in a new table; requests in flight keep the one they started with.
+    /// Swaps in a new table; requests in flight keep the one they started with. Metrics of
+    /// vhosts and tenants no longer routed are dropped.
     pub fn replace(&self, table: Table) {
+        let vhosts = table.vhosts();
+        self.metrics.retain(
+            &vhosts.keys().map(|d| (*d).to_owned()).collect(),
+            &vhosts
+                .values()
+                .map(|r| r.tenant.as_str().to_owned())
+                .collect(),
+        );
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 }
@@ -120,6 +138,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
     let host = request_host(&req);
     let found = shared.table().lookup(&host).cloned();
     let hsts = found.as_ref().is_some_and(|r| r.redirect_https);
+    let observed = Observed::start(shared.clone(), found.clone(), &conn, &req);
     let mut response = route(shared, conn, req, host, found).await;
     // A site that sends HTTP to HTTPS also tells browsers to stay there (HSTS).
     if tls && hsts {
@@ -128,6 +147,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
             HeaderValue::from_static("max-age=31536000"),
         );
     }
+    observed.finish(&response);
     response
 }
 
@@ -360,11 +380,12 @@ async fn php(
             .unwrap_or("");
         fcgi = fcgi.with_body(content_type, body.to_vec());
     }
-    match shared
+    let result = shared
         .pools
         .run(&route.socket, route.max_children, &fcgi)
-        .await
-    {
+        .await;
+    shared.metrics.php_result(route.tenant.as_str(), &result);
+    match result {
         Ok(answer)
             if answer
                 .headers
