@@ -44,7 +44,8 @@ pub fn ensure_tenants<'a>(
     owners: Option<Owners>,
 ) -> anyhow::Result<()> {
     let access = access_dir(log_dir);
-    let parent = open_dir(None, &access).with_context(|| format!("opening {}", access.display()))?;
+    let parent =
+        open_dir(None, &access).with_context(|| format!("opening {}", access.display()))?;
     for tenant in tenants {
         let (fd, _) = ensure_dir(&parent, tenant.as_str())?;
         set(&fd, owners.map(|o| (o.proxy, o.panel)), TENANT_DIR_MODE)

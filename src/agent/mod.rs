@@ -156,7 +156,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             proxy: www.uid,
             panel: panel.gid,
         };
-        (Some((panel.uid, panel.gid)), Some(www.gid), Some(log_owners))
+        (
+            Some((panel.uid, panel.gid)),
+            Some(www.gid),
+            Some(log_owners),
+        )
     } else {
         eprintln!(
             "lodge: WARNING: not running as root. The panel, the agent and every tenant's PHP pool run as this \

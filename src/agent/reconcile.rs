@@ -188,7 +188,9 @@ impl Reconciler {
         let started = Instant::now();
         let mut report = PassReport::default();
         // Suspensions and removals reach the proxy before the pools are touched.
-        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await {
+        if let Err(e) =
+            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
+        {
             tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
         }
         self.process_removals(&mut report).await?;
@@ -249,7 +251,9 @@ impl Reconciler {
         }
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The proxy learns the vhosts (and their certificates) after the pools are there.
-        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await {
+        if let Err(e) =
+            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
+        {
             tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
         }
         Ok(report)

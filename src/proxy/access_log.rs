@@ -443,7 +443,10 @@ mod tests {
         // Exactly the six field quotes remain; every quote of a value is escaped.
         assert_eq!(text.matches('"').count(), 6, "{text}");
         assert!(text.contains("\"a\\x22 200 1 \\x22b\""), "{text}");
-        assert!(text.contains("\\x5C\"\n"), "a trailing backslash is escaped: {text}");
+        assert!(
+            text.contains("\\x5C\"\n"),
+            "a trailing backslash is escaped: {text}"
+        );
         // Tabs and bytes outside ASCII are escaped too.
         let r = record("/", None, Some("t\tü".as_bytes()));
         assert!(line(&r).contains("\"t\\x09\\xC3\\xBC\""));

@@ -108,7 +108,10 @@ impl Metrics {
     /// Counts a FastCGI failure of the tenant's pool, if `result` is one.
     pub fn php_result<T>(&self, tenant: &str, result: &Result<T, PhpError>) {
         if let Err(e) = result {
-            let mut errors = self.fastcgi_errors.lock().unwrap_or_else(|e| e.into_inner());
+            let mut errors = self
+                .fastcgi_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             *errors
                 .entry((tenant.to_owned(), fastcgi_kind(e)))
                 .or_insert(0) += 1;

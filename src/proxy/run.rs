@@ -59,8 +59,7 @@ pub struct Listeners {
 /// Serves until SIGTERM or Ctrl-C; access logs go under `log_dir`.
 pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> anyhow::Result<()> {
     // Before anything else: SIGUSR1's default action would end the process.
-    let mut reopen =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let (table, certs) = load(&run_dir);
     let metrics = Arc::new(Metrics::default());
     let access_log = AccessLog::start(log_dir, metrics.clone())?;
