@@ -28,8 +28,24 @@ pub struct Owners {
 
 const TENANT_DIR_MODE: u32 = 0o2750;
 
-/// Makes `<log-dir>/access/` (root's, 0711, when privileged).
+/// Makes `<log-dir>/access/` (root's, 0711, when privileged). A log directory made here is
+/// 0755 whatever the umask; an existing one is left as it is, with a warning if the proxy and
+/// the panel could not pass through it.
 pub fn prepare(log_dir: &Path, privileged: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(log_dir) {
+        Ok(meta) if privileged && meta.permissions().mode() & 0o001 == 0 => tracing::warn!(
+            dir = %log_dir.display(),
+            "the log directory is closed to others: the proxy cannot write access logs"
+        ),
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir_all(log_dir)
+                .with_context(|| format!("creating {}", log_dir.display()))?;
+            std::fs::set_permissions(log_dir, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod {}", log_dir.display()))?;
+        }
+    }
     let access = access_dir(log_dir);
     std::fs::create_dir_all(&access).with_context(|| format!("creating {}", access.display()))?;
     let fd = open_dir(None, &access).with_context(|| format!("opening {}", access.display()))?;
