@@ -117,8 +117,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Proxy = cli.command {
         // The proxy never opens the store: it knows only the routes snapshot.
         let config = Config::load(&cli.settings)?;
-        let (http, https) = proxy_listeners(&config)?;
-        return crate::proxy::run::serve(config.run_dir.clone(), http, https).await;
+        let listeners = proxy_listeners(&config)?;
+        return crate::proxy::run::serve(config.run_dir.clone(), config.log_dir.clone(), listeners)
+            .await;
     }
     let control = open(&cli.settings).await?;
     match cli.command {
@@ -215,46 +216,58 @@ async fn serve_panel(control: Control) -> anyhow::Result<()> {
     http::serve(state, listen, shutdown_signal()).await
 }
 
-/// The proxy's listeners: handed over by the agent as `LODGE_PROXY_FDS=http=3,https=4`, or
-/// bound here from the settings when the proxy runs on its own.
-fn proxy_listeners(
-    config: &crate::config::Config,
-) -> anyhow::Result<(Option<std::net::TcpListener>, Option<std::net::TcpListener>)> {
+/// The proxy's listeners: handed over by the agent as `LODGE_PROXY_FDS=http=3,https=4,metrics=5`,
+/// or bound here from the settings when the proxy runs on its own.
+fn proxy_listeners(config: &crate::config::Config) -> anyhow::Result<crate::proxy::run::Listeners> {
     use std::os::fd::FromRawFd;
-    let (mut http, mut https) = (None, None);
+    let mut listeners = crate::proxy::run::Listeners::default();
     match std::env::var("LODGE_PROXY_FDS") {
         Ok(spec) => {
             for part in spec.split(',').filter(|p| !p.is_empty()) {
                 let (name, fd) = part
                     .split_once('=')
-                    .context("LODGE_PROXY_FDS must look like http=3,https=4")?;
+                    .context("LODGE_PROXY_FDS must look like http=3,https=4,metrics=5")?;
                 let fd: i32 = fd.parse().context("LODGE_PROXY_FDS: not a descriptor")?;
                 if !(3..=9).contains(&fd) {
                     bail!("LODGE_PROXY_FDS: descriptor {fd} is not one the agent hands over");
                 }
-                // SAFETY: the agent put a listening socket at exactly this number for us.
-                let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+                // SAFETY: the agent put a listening socket of this kind at exactly this
+                // number for us.
                 match name {
-                    "http" => http = Some(listener),
-                    "https" => https = Some(listener),
+                    "http" => {
+                        listeners.http = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+                    }
+                    "https" => {
+                        listeners.https = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
+                    }
+                    "metrics" => {
+                        listeners.metrics =
+                            Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+                    }
                     other => bail!("LODGE_PROXY_FDS: unknown listener {other}"),
                 }
             }
         }
         Err(_) => {
             if let Some(addr) = config.http_listen {
-                http = Some(
+                listeners.http = Some(
                     std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
                 );
             }
             if let Some(addr) = config.https_listen {
-                https = Some(
+                listeners.https = Some(
                     std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
                 );
             }
+            let path = crate::proxy::metrics::socket_path(&config.run_dir);
+            let _ = std::fs::remove_file(&path);
+            match std::os::unix::net::UnixListener::bind(&path) {
+                Ok(l) => listeners.metrics = Some(l),
+                Err(e) => eprintln!("lodge: no metrics socket at {}: {e}", path.display()),
+            }
         }
     }
-    Ok((http, https))
+    Ok(listeners)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -32,6 +32,9 @@ pub struct SettingArgs {
     /// Runtime directory: sockets, pid files [default: /run/lodge as root, <data-dir>/run otherwise]
     #[arg(long, env = "LODGE_RUN_DIR", global = true)]
     pub run_dir: Option<PathBuf>,
+    /// Access logs, as access/<tenant>/<domain>.log [default: /var/log/lodge as root, <data-dir>/log otherwise]
+    #[arg(long, env = "LODGE_LOG_DIR", global = true)]
+    pub log_dir: Option<PathBuf>,
     /// The php-fpm binary [default: php-fpm on PATH, or the newest /usr/sbin/php-fpm8.x]
     #[arg(long, env = "LODGE_PHP_FPM", global = true)]
     pub php_fpm: Option<PathBuf>,
@@ -56,6 +59,7 @@ struct FileSettings {
     uid_range: Option<String>,
     tenants_root: Option<PathBuf>,
     run_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
     php_fpm: Option<PathBuf>,
     agent: Option<bool>,
     http_listen: Option<String>,
@@ -79,6 +83,8 @@ pub struct Config {
     pub tenants_root: PathBuf,
     /// Sockets and pid files: `fpm/<tenant>.sock`, `agent.sock`.
     pub run_dir: PathBuf,
+    /// The proxy's access logs: `access/<tenant>/<domain>.log`.
+    pub log_dir: PathBuf,
     /// The php-fpm binary (found at start when not given).
     pub php_fpm: Option<PathBuf>,
     /// Whether `serve` runs the agent alongside the panel.
@@ -182,6 +188,13 @@ impl Config {
                 data_dir.join("run")
             }
         });
+        let log_dir = args.log_dir.clone().or(file.log_dir).unwrap_or_else(|| {
+            if root {
+                PathBuf::from("/var/log/lodge")
+            } else {
+                data_dir.join("log")
+            }
+        });
         let php_fpm = args.php_fpm.clone().or(file.php_fpm).or_else(find_php_fpm);
         let agent = args.agent.or(file.agent).unwrap_or(true);
         let (http_default, https_default) = if root {
@@ -202,6 +215,7 @@ impl Config {
         Ok(Self {
             tenants_root: pool_safe(absolute(tenants_root)?)?,
             run_dir: pool_safe(absolute(run_dir)?)?,
+            log_dir: absolute(log_dir)?,
             php_fpm,
             agent,
             http_listen,

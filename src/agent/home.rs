@@ -42,7 +42,7 @@ pub fn home_of(tenants_root: &Path, name: &TenantName) -> PathBuf {
     tenants_root.join(name.as_str())
 }
 
-fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> nix::Result<OwnedFd> {
+pub(super) fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> nix::Result<OwnedFd> {
     let fd = openat(
         parent.map(|p| p.as_raw_fd()),
         name,
@@ -55,7 +55,7 @@ fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> nix::Result<OwnedFd> {
 
 /// Opens (making it when missing) the directory `name` under `parent` without following a
 /// symlink. What stands there and is not a directory is renamed aside first.
-fn ensure_dir(parent: &OwnedFd, name: &str) -> anyhow::Result<(OwnedFd, bool)> {
+pub(super) fn ensure_dir(parent: &OwnedFd, name: &str) -> anyhow::Result<(OwnedFd, bool)> {
     let mut created = false;
     match mkdirat(
         Some(parent.as_raw_fd()),
@@ -94,7 +94,7 @@ fn ensure_dir(parent: &OwnedFd, name: &str) -> anyhow::Result<(OwnedFd, bool)> {
 }
 
 /// Sets owner and mode through the descriptor itself.
-fn set(fd: &OwnedFd, ids: Option<(Uid, Gid)>, mode: u32) -> anyhow::Result<()> {
+pub(super) fn set(fd: &OwnedFd, ids: Option<(Uid, Gid)>, mode: u32) -> anyhow::Result<()> {
     if let Some((uid, gid)) = ids {
         let st = fstat(fd.as_raw_fd())?;
         if st.st_uid != uid.as_raw() || st.st_gid != gid.as_raw() {

@@ -10,6 +10,7 @@ mod archive;
 pub mod cgroup;
 pub mod health;
 pub mod home;
+pub mod logs;
 pub mod pool;
 mod publish;
 pub mod reconcile;
@@ -54,7 +55,7 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 }
 
 /// Directories: the store's (the panel's), the runtime directory with the sockets (the
-/// proxy may pass through) and the pool files (root's alone).
+/// proxy may pass through), the pool files (root's alone) and the access logs.
 fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
     for dir in [
         &config.data_dir,
@@ -77,6 +78,7 @@ fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()
         set_mode(&config.run_dir.join("fpm"), 0o711)?;
     }
     set_mode(&config.run_dir.join("pools"), 0o700)?;
+    logs::prepare(&config.log_dir, panel.is_some())?;
     Ok(())
 }
 
@@ -121,6 +123,7 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
             config.tenants_root.clone().into(),
         ),
         ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
+        ("LODGE_LOG_DIR".into(), config.log_dir.clone().into()),
     ];
     if let Some(url) = &config.public_url {
         env.push(("LODGE_PUBLIC_URL".into(), url.into()));
@@ -146,16 +149,24 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let privileged = nix::unistd::geteuid().is_root();
     // 1. lodge's own accounts (root only).
-    let (panel, www_gid) = if privileged {
+    let (panel, www_gid, log_owners) = if privileged {
         let panel = system::ensure_system_user(system::PANEL_USER)?;
         let www = system::ensure_system_user(system::PROXY_USER)?;
-        (Some((panel.uid, panel.gid)), Some(www.gid))
+        let log_owners = logs::Owners {
+            proxy: www.uid,
+            panel: panel.gid,
+        };
+        (
+            Some((panel.uid, panel.gid)),
+            Some(www.gid),
+            Some(log_owners),
+        )
     } else {
         eprintln!(
             "lodge: WARNING: not running as root. The panel, the agent and every tenant's PHP pool run as this \
              user, without separate Linux users: fine for a look, not for hosting."
         );
-        (None, None)
+        (None, None, None)
     };
     if config.php_fpm.is_none() {
         eprintln!("lodge: WARNING: no php-fpm found (install php-fpm or pass --php-fpm); tenants will report an error");
@@ -169,15 +180,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // 4. the wake-up socket the panel writes to after each change.
     let wake = wake::bind(&config.run_dir, panel)?;
     // 5. the panel, supervised.
-    let mut reconciler = Reconciler::new(config.clone(), store, privileged, www_gid);
+    let mut reconciler = Reconciler::new(config.clone(), store, privileged, www_gid, log_owners);
     reconciler
         .supervisor
         .ensure("panel", panel_launch(&config, panel)?)
         .context("starting the panel")?;
-    // 6. the proxy, as lodge-www, on sockets bound here (it never needs root).
+    // 6. the proxy, as lodge-www, on sockets bound here (it never needs root), with its
+    //    metrics socket, which only the panel's group may connect to.
     let listeners = bind_proxy_listeners(&config)?;
-    if !listeners.is_empty() {
-        let launch = proxy_launch(&config, &listeners, www_gid.map(|_| system::PROXY_USER))?;
+    let _ = std::fs::remove_file(crate::proxy::metrics::socket_path(&config.run_dir));
+    let metrics = if listeners.is_empty() {
+        None
+    } else {
+        Some(bind_metrics_socket(&config, panel)?)
+    };
+    if let Some(metrics) = &metrics {
+        let launch = proxy_launch(
+            &config,
+            &listeners,
+            metrics,
+            www_gid.map(|_| system::PROXY_USER),
+        )?;
         reconciler
             .supervisor
             .ensure("proxy", launch)
@@ -213,18 +236,50 @@ fn bind_proxy_listeners(
     Ok(out)
 }
 
-/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners as fds 3, 4.
+/// The socket the proxy serves its metrics on, bound here in the root-owned run directory
+/// and handed over: root:lodge 0660, so the panel connects and tenants cannot.
+fn bind_metrics_socket(
+    config: &Config,
+    panel: Option<(Uid, Gid)>,
+) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let path = crate::proxy::metrics::socket_path(&config.run_dir);
+    // Bound with root's umask: nobody else may connect before the owner and mode are set.
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    if let Some((_, gid)) = panel {
+        nix::unistd::fchownat(
+            None,
+            &path,
+            Some(Uid::from_raw(0)),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("chown {}", path.display()))?;
+        set_mode(&path, 0o660)?;
+    } else {
+        set_mode(&path, 0o600)?;
+    }
+    Ok(listener)
+}
+
+/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners as fds 3, 4
+/// and the metrics socket after them.
 fn proxy_launch(
     config: &Config,
     listeners: &[(&'static str, std::net::TcpListener)],
+    metrics: &std::os::unix::net::UnixListener,
     user: Option<&str>,
 ) -> anyhow::Result<Launch> {
     use std::os::fd::AsRawFd;
     let mut fds = Vec::new();
     let mut names = Vec::new();
-    for (i, (name, listener)) in listeners.iter().enumerate() {
+    let sockets = listeners
+        .iter()
+        .map(|(name, l)| (*name, l.as_raw_fd()))
+        .chain([("metrics", metrics.as_raw_fd())]);
+    for (i, (name, fd)) in sockets.enumerate() {
         let target = 3 + i as i32;
-        fds.push((listener.as_raw_fd(), target));
+        fds.push((fd, target));
         names.push(format!("{name}={target}"));
     }
     let user = match user {
@@ -237,6 +292,7 @@ fn proxy_launch(
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
         ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
         ("LODGE_PROXY_FDS".into(), names.join(",").into()),
+        ("LODGE_LOG_DIR".into(), config.log_dir.clone().into()),
     ];
     if let Some(v) = std::env::var_os("LODGE_LOG") {
         env.push(("LODGE_LOG".into(), v));
@@ -291,7 +347,8 @@ async fn run_loop(
                 continue;
             }
             _ = async { match reopen.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                for key in r.supervisor.keys().iter().filter(|k| k.starts_with("fpm:")) {
+                // Log rotation: the masters and the proxy reopen their log files.
+                for key in r.supervisor.keys().iter().filter(|k| k.starts_with("fpm:") || *k == "proxy") {
                     r.supervisor.signal(key, Signal::SIGUSR1);
                 }
                 continue;

@@ -1,5 +1,6 @@
-//! What the agent publishes for the proxy: the routes snapshot, and each vhost's certificate
-//! and key as files the proxy's user may read (`<run-dir>/tls/`, root:lodge-www, 0640).
+//! What the agent publishes for the proxy: the routes snapshot, each vhost's certificate
+//! and key as files the proxy's user may read (`<run-dir>/tls/`, root:lodge-www, 0640), and
+//! the directory of each routed tenant's access logs.
 
 use crate::config::Config;
 use crate::domain::{DocRoot, DomainName, FrontController, RedirectWww, TenantName, TlsPem};
@@ -29,8 +30,14 @@ struct VhostRecord {
 }
 
 /// Builds the snapshot from the store (every value parsed again), writes the certificates it
-/// names, and publishes it when it changed. Returns whether it changed.
-pub async fn routes(config: &Config, store: &Store, www_gid: Option<Gid>) -> anyhow::Result<bool> {
+/// names, makes the access log directories of its tenants, and publishes it when it changed.
+/// Returns whether it changed.
+pub async fn routes(
+    config: &Config,
+    store: &Store,
+    www_gid: Option<Gid>,
+    log_owners: Option<super::logs::Owners>,
+) -> anyhow::Result<bool> {
     let generation = store.generation().await?;
     let records: Vec<VhostRecord> = sqlx::query_as(
         "SELECT v.domain, v.docroot, v.php, v.front_controller, v.tls_mode, v.tls_cert_pem, v.tls_key_pem,
@@ -54,6 +61,14 @@ pub async fn routes(config: &Config, store: &Store, www_gid: Option<Gid>) -> any
             Ok(e) => vhosts.push(e),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "vhost left out of the routes"),
         }
+    }
+    // A vhost's log directory exists before the proxy learns the vhost.
+    let tenants: std::collections::BTreeSet<TenantName> = vhosts
+        .iter()
+        .filter_map(|v| TenantName::parse(&v.tenant).ok())
+        .collect();
+    if let Err(e) = super::logs::ensure_tenants(&config.log_dir, &tenants, log_owners) {
+        tracing::warn!(error = %format!("{e:#}"), "access log directories");
     }
     let snapshot = Snapshot { generation, vhosts };
     Ok(snapshot.publish(&config.run_dir)?)

@@ -144,6 +144,8 @@ pub struct Reconciler {
     /// Root: users, ownership and UID switching are real.
     pub privileged: bool,
     www_gid: Option<Gid>,
+    /// Owners of the access log directories (root only).
+    log_owners: Option<super::logs::Owners>,
     /// Tenants whose last apply failed, with the generation it failed at.
     failed: HashMap<String, i64>,
 }
@@ -154,8 +156,15 @@ pub fn master_key(name: &TenantName) -> String {
 }
 
 impl Reconciler {
-    pub fn new(config: Config, store: Store, privileged: bool, www_gid: Option<Gid>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        privileged: bool,
+        www_gid: Option<Gid>,
+        log_owners: Option<super::logs::Owners>,
+    ) -> Self {
         Self {
+            log_owners,
             config,
             store,
             supervisor: Supervisor::new(),
@@ -179,7 +188,9 @@ impl Reconciler {
         let started = Instant::now();
         let mut report = PassReport::default();
         // Suspensions and removals reach the proxy before the pools are touched.
-        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid).await {
+        if let Err(e) =
+            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
+        {
             tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
         }
         self.process_removals(&mut report).await?;
@@ -240,7 +251,9 @@ impl Reconciler {
         }
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The proxy learns the vhosts (and their certificates) after the pools are there.
-        if let Err(e) = super::publish::routes(&self.config, &self.store, self.www_gid).await {
+        if let Err(e) =
+            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
+        {
             tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
         }
         Ok(report)
@@ -427,6 +440,7 @@ impl Reconciler {
         for f in [&paths.conf, &paths.pid, &paths.socket] {
             let _ = std::fs::remove_file(f);
         }
+        super::logs::remove_tenant(&self.config.log_dir, name)?;
         let home = home::home_of(&self.config.tenants_root, name);
         let archive = if home.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             let archive = super::archive::home(&self.config, name, &home).await?;

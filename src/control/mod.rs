@@ -5,6 +5,7 @@
 //! actor may act, and writes one transaction: the change, the generation bump and the audit
 //! entry together.
 
+pub mod access_log;
 pub mod audit;
 pub mod plans;
 pub mod tenants;

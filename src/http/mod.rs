@@ -1,7 +1,9 @@
-//! The panel's HTTP server: the REST API under `/api/v1`, the dashboard, static files.
+//! The panel's HTTP server: the REST API under `/api/v1`, the dashboard, static files, and
+//! `/metrics` for admins.
 
 pub mod api;
 mod assets;
+mod metrics;
 pub mod web;
 
 use crate::auth::Throttle;
@@ -50,6 +52,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::router())
         .merge(web::router())
+        .merge(metrics::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             wake_agent,

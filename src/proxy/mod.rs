@@ -1,9 +1,13 @@
 //! The bundled front proxy: routes by Host and SNI to a tenant's vhost, serves static files
 //! from the docroot without ever leaving it, and passes PHP to the tenant's pool over FastCGI.
 //! Runs as `lodge-www` with listening sockets handed over by the agent. Bodies to and from PHP
-//! are streamed in bounded memory.
+//! are streamed in bounded memory. Each request is counted in the metrics (served to the
+//! panel on a unix socket) and logged per vhost off the request path.
 
+pub mod access_log;
 pub mod exchange;
+pub mod metrics;
+mod observe;
 pub mod php;
 pub mod routes;
 pub mod run;

@@ -135,6 +135,19 @@ impl Pools {
         }
     }
 
+    /// Requests waiting for a worker, by pool socket.
+    pub fn queues(&self) -> Vec<(PathBuf, usize)> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|p| {
+                let waiting = p.waiting.load(std::sync::atomic::Ordering::Relaxed);
+                (p.socket.clone(), waiting)
+            })
+            .collect()
+    }
+
     /// Closes kept connections idle for longer than `IDLE_KEEP`; run every second or so.
     pub fn sweep(&self) {
         let pools: Vec<Arc<Pool>> = self

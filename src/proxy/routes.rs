@@ -180,6 +180,14 @@ impl Table {
         self.by_name.len()
     }
 
+    /// Every vhost once, by primary domain (the table holds a vhost under each of its names).
+    pub fn vhosts(&self) -> std::collections::BTreeMap<&str, &Arc<Route>> {
+        self.by_name
+            .values()
+            .map(|r| (r.domain.as_str(), r))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -273,6 +281,10 @@ mod tests {
         assert!(table.lookup("acme.example.").is_some());
         assert!(table.lookup("other.example").is_none());
         assert!(table.lookup("bad_name.example").is_none());
+        assert_eq!(
+            table.vhosts().keys().copied().collect::<Vec<_>>(),
+            ["acme.example"]
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Running the proxy: listeners (handed over by the agent, or bound here when run alone),
-//! HTTP/1.1 and HTTP/2 through hyper, TLS with a certificate per vhost chosen by SNI, and the
-//! routes snapshot watched and swapped in without dropping a connection.
+//! HTTP/1.1 and HTTP/2 through hyper, TLS with a certificate per vhost chosen by SNI, the
+//! routes snapshot watched and swapped in without dropping a connection, the metrics socket,
+//! and the access logs reopened on SIGUSR1.
 
+use super::access_log::AccessLog;
+use super::metrics::Metrics;
 use super::routes::{Snapshot, Table};
 use super::server::{handle, Conn, Shared};
 use super::tls;
@@ -44,15 +47,40 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Serves until the process is stopped.
-pub async fn serve(
-    run_dir: PathBuf,
-    http: Option<std::net::TcpListener>,
-    https: Option<std::net::TcpListener>,
-) -> anyhow::Result<()> {
+/// The sockets the proxy serves on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Option<std::net::TcpListener>,
+    pub https: Option<std::net::TcpListener>,
+    /// Where the panel reads the metrics.
+    pub metrics: Option<std::os::unix::net::UnixListener>,
+}
+
+/// Serves until SIGTERM or Ctrl-C; access logs go under `log_dir`.
+pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> anyhow::Result<()> {
+    // Before anything else: SIGUSR1's default action would end the process.
+    let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let (table, certs) = load(&run_dir);
-    let shared = Arc::new(Shared::new(table));
+    let metrics = Arc::new(Metrics::default());
+    let access_log = AccessLog::start(log_dir, metrics.clone())?;
+    let shared = Arc::new(Shared::new(table, metrics, Some(access_log)));
     let resolver = Arc::new(tls::SniResolver::new(certs));
+
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while reopen.recv().await.is_some() {
+                if let Some(log) = &shared.access_log {
+                    log.reopen();
+                }
+            }
+        });
+    }
+    if let Some(listener) = listeners.metrics {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        tokio::spawn(serve_metrics(listener, shared.clone()));
+    }
 
     // The snapshot watcher: a changed file becomes a new table and certificate store.
     {
@@ -90,7 +118,7 @@ pub async fn serve(
     }
 
     let mut tasks = Vec::new();
-    if let Some(listener) = http {
+    if let Some(listener) = listeners.http {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         println!(
@@ -99,7 +127,7 @@ pub async fn serve(
         );
         tasks.push(tokio::spawn(accept(listener, None, shared.clone())));
     }
-    if let Some(listener) = https {
+    if let Some(listener) = listeners.https {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         println!(
@@ -116,10 +144,41 @@ pub async fn serve(
     if tasks.is_empty() {
         anyhow::bail!("both the HTTP and the HTTPS listener are off");
     }
-    for t in tasks {
-        t.await?;
+    tokio::select! {
+        _ = futures_util::future::join_all(tasks) => {}
+        _ = crate::cli::shutdown_signal() => {}
     }
+    // The lines still buffered reach their files before the process ends.
+    tokio::task::spawn_blocking(move || {
+        if let Some(log) = &shared.access_log {
+            log.stop();
+        }
+    })
+    .await?;
     Ok(())
+}
+
+/// Answers each connection to the metrics socket with the current metrics, then closes it.
+async fn serve_metrics(listener: tokio::net::UnixListener, shared: Arc<Shared>) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on the metrics socket");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let text = shared.metrics_text();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                stream.write_all(text.as_bytes()).await?;
+                stream.shutdown().await
+            })
+            .await;
+        });
+    }
 }
 
 /// Open connections one client address may hold; more are closed at once (a single

@@ -1,6 +1,9 @@
 //! The proxy's request handling: Host (and SNI) to vhost, redirects, suspended and unknown
 //! hosts, static files from the docroot, PHP through the tenant's pool.
 
+use super::access_log::AccessLog;
+use super::metrics::Metrics;
+use super::observe::Observed;
 use super::php::{split_script, PhpError, Pools, RequestBody};
 use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
@@ -14,17 +17,23 @@ use hyper::{Method, Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-/// What every connection shares: the current routes and the FastCGI pools.
+/// What every connection shares: the current routes, the FastCGI pools, the metrics and
+/// the access log.
 pub struct Shared {
     pub table: RwLock<Arc<Table>>,
     pub pools: Pools,
+    pub metrics: Arc<Metrics>,
+    /// `None`: no access log is written.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Shared {
-    pub fn new(table: Table) -> Self {
+    pub fn new(table: Table, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Self {
         Self {
             table: RwLock::new(Arc::new(table)),
             pools: Pools::default(),
+            metrics,
+            access_log,
         }
     }
 
@@ -32,8 +41,17 @@ impl Shared {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Swaps in a new table; requests in flight keep the one they started with.
+    /// Swaps in a new table; requests in flight keep the one they started with. Metrics of
+    /// vhosts and tenants no longer routed are dropped.
     pub fn replace(&self, table: Table) {
+        let vhosts = table.vhosts();
+        self.metrics.retain(
+            &vhosts.keys().map(|d| (*d).to_owned()).collect(),
+            &vhosts
+                .values()
+                .map(|r| r.tenant.as_str().to_owned())
+                .collect(),
+        );
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 }
@@ -115,6 +133,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
     let host = request_host(&req);
     let found = shared.table().lookup(&host).cloned();
     let hsts = found.as_ref().is_some_and(|r| r.redirect_https);
+    let observed = Observed::start(shared.clone(), found.clone(), &conn, &req);
     let mut response = route(shared, conn, req, host, found).await;
     // A site that sends HTTP to HTTPS also tells browsers to stay there (HSTS).
     if tls && hsts {
@@ -123,6 +142,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
             HeaderValue::from_static("max-age=31536000"),
         );
     }
+    observed.finish(&response);
     response
 }
 
@@ -412,11 +432,12 @@ async fn php(
         fcgi.set_param("CONTENT_LENGTH", length.unwrap_or(0).to_string());
     }
     let retry = matches!(parts.method, Method::GET | Method::HEAD);
-    match shared
+    let result = shared
         .pools
         .run(&route.socket, route.max_children, &fcgi.params, body, retry)
-        .await
-    {
+        .await;
+    shared.metrics.php_result(route.tenant.as_str(), &result);
+    match result {
         Ok(answer) => {
             let streamed = hyper::body::Body::size_hint(&answer.body).exact().is_none();
             let mut r = Response::new(if parts.method == Method::HEAD {

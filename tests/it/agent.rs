@@ -97,6 +97,9 @@ impl Site {
     fn tenants(&self) -> PathBuf {
         self.base.join("tenants")
     }
+    fn log(&self) -> PathBuf {
+        self.base.join("log")
+    }
     fn socket(&self, tenant: &str) -> PathBuf {
         self.run().join("fpm").join(format!("{tenant}.sock"))
     }
@@ -149,6 +152,7 @@ impl Agent {
         cmd.args(["--data-dir", site.data().to_str().unwrap()])
             .args(["--run-dir", site.run().to_str().unwrap()])
             .args(["--tenants-root", site.tenants().to_str().unwrap()])
+            .args(["--log-dir", site.log().to_str().unwrap()])
             .args(["--uid-range", &site.uid_range])
             .args([
                 "--http-listen",
@@ -1490,6 +1494,287 @@ async fn php_bodies_stream_in_bounded_memory_and_a_gone_client_aborts_the_script
     assert!(
         asked.elapsed() < Duration::from_secs(2),
         "the workers are free"
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&site.base);
+}
+
+/// `/metrics` of the panel with this `Authorization` header: (status, text).
+async fn metrics(agent: &Agent, authorization: Option<&str>) -> (u16, String) {
+    let mut req = agent.http.get(format!("{}/metrics", agent.base_url));
+    if let Some(auth) = authorization {
+        req = req.header("authorization", auth);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of one series in a Prometheus text, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Checks a combined-format line field by field: address, identity, user, time, request,
+/// status, bytes, referer, user agent, and nothing after.
+fn well_formed(line: &str) -> bool {
+    let Some((addr, rest)) = line.split_once(" - - [") else {
+        return false;
+    };
+    let Some((time, rest)) = rest.split_once("] \"") else {
+        return false;
+    };
+    // The quoted fields hold no quote of their own: the rest splits into exactly
+    // `request`, ` status bytes `, `referer`, ` `, `agent` and nothing.
+    let parts: Vec<&str> = rest.split('"').collect();
+    let numbers: Vec<&str> = parts
+        .get(1)
+        .map_or(vec![], |p| p.trim().split(' ').collect());
+    addr.parse::<std::net::IpAddr>().is_ok()
+        && time.len() == 26
+        && time.ends_with(" +0000")
+        && parts.len() == 6
+        && parts[0].split(' ').count() == 3
+        && numbers.len() == 2
+        && numbers[0].parse::<u16>().is_ok()
+        && (numbers[1] == "-" || numbers[1].parse::<u64>().is_ok())
+        && parts[3] == " "
+        && parts[5].is_empty()
+}
+
+#[tokio::test]
+async fn the_proxy_logs_each_vhost_and_counts_requests_for_the_admins_metrics() {
+    require_root!("the_proxy_logs_each_vhost_and_counts_requests_for_the_admins_metrics");
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
+    let (tenant, domain) = make_tenant(&agent, &site, "a").await;
+    let other = site.tenant("b");
+    let (status, body) = agent
+        .post(
+            "/tenants",
+            json!({"name": other, "plan": "basic", "password": "other-password-1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
+    script(&site, &tenant, &domain, "hello.txt", "hello");
+    script(&site, &tenant, &domain, "index.php", "<?php echo 'php';");
+    let http = agent.proxy("http").await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while through_proxy(&http, &domain, "/hello.txt", &[]).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the vhost answers");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = format!("Bearer {}", agent.token);
+    let ok_series = format!("lodge_proxy_requests_total{{vhost=\"{domain}\",status=\"200\"}}");
+    let (status, text) = metrics(&agent, Some(&admin)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\nlodge_proxy_up 1\n"), "{text}");
+    let before = sample(&text, &ok_series);
+    assert!(before >= 1.0, "{text}");
+
+    // Five static requests with a referer and a user agent that try to end their fields,
+    // one through PHP, one not found.
+    let hostile = [
+        ("referer", "https://ref.example/\" 200 0 \"x"),
+        ("user-agent", "evil\"\tagent\\"),
+    ];
+    for i in 0..5 {
+        let (status, _, body) =
+            through_proxy(&http, &domain, &format!("/hello.txt?n={i}"), &hostile).await;
+        assert_eq!((status, body.as_str()), (200, "hello"));
+    }
+    let (status, _, body) = through_proxy(&http, &domain, "/index.php", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "php"));
+    assert_eq!(
+        through_proxy(&http, &domain, "/missing.txt", &[]).await.0,
+        404
+    );
+    let (_, text) = metrics(&agent, Some(&admin)).await;
+    assert_eq!(sample(&text, &ok_series), before + 6.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("lodge_proxy_requests_total{{vhost=\"{domain}\",status=\"404\"}}")
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("lodge_proxy_request_duration_seconds_count{{vhost=\"{domain}\"}}")
+        ) >= before + 7.0
+    );
+    assert!(text.contains(&format!(
+        "lodge_proxy_pool_queue{{tenant=\"{tenant}\"}} 0\n"
+    )));
+    assert!(text.contains("lodge_proxy_log_lines_dropped_total{reason=\"queue_full\"} 0\n"));
+    assert!(
+        text.contains("lodge_tenants{state=\"active\"} 2\n"),
+        "{text}"
+    );
+
+    // The lines reach the vhost's file within about a second, in the combined format.
+    let file = site
+        .log()
+        .join("access")
+        .join(&tenant)
+        .join(format!("{domain}.log"));
+    let mut text = String::new();
+    wait_for(
+        "the lines in the access log",
+        Duration::from_secs(5),
+        || {
+            text = std::fs::read_to_string(&file).unwrap_or_default();
+            text.contains("/missing.txt")
+        },
+    )
+    .await;
+    assert_eq!(text.matches("GET /hello.txt?n=").count(), 5, "{text}");
+    for line in text.lines() {
+        assert!(well_formed(line), "{line}");
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    }
+    let line = text.lines().find(|l| l.contains("?n=3 ")).unwrap();
+    assert!(
+        line.ends_with(
+            "\"GET /hello.txt?n=3 HTTP/1.1\" 200 5 \"https://ref.example/\\x22 200 0 \\x22x\" \"evil\\x22\\x09agent\\x5C\""
+        ),
+        "{line}"
+    );
+    assert!(
+        text.contains("\"GET /index.php HTTP/1.1\" 200 3 \"-\" "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"GET /missing.txt HTTP/1.1\" 404 "),
+        "{text}"
+    );
+    // The proxy writes, the panel's group reads, nobody else.
+    let www = ids("lodge-www");
+    let panel_gid = nix::unistd::Group::from_name("lodge")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (www.0, panel_gid, 0o640)
+    );
+    let dir = std::fs::metadata(file.parent().unwrap()).unwrap();
+    assert_eq!(
+        (dir.uid(), dir.gid(), dir.mode() & 0o7777),
+        (www.0, panel_gid, 0o2750)
+    );
+    let socket = std::fs::metadata(site.run().join("proxy-metrics.sock")).unwrap();
+    assert_eq!(
+        (socket.uid(), socket.gid(), socket.mode() & 0o777),
+        (0, panel_gid, 0o660)
+    );
+
+    // The API shows it to the admin, searched, and not to another tenant.
+    let log = format!("/tenants/{tenant}/vhosts/{domain}/access-log");
+    let (status, body) = agent
+        .call(Method::GET, &format!("{log}?lines=2"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let lines = body["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].as_str().unwrap().contains("GET /index.php "));
+    assert!(lines[1].as_str().unwrap().contains("GET /missing.txt "));
+    let (_, body) = agent
+        .call(Method::GET, &format!("{log}?q=n%3D3"), None)
+        .await;
+    assert_eq!(body["lines"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["lines"][0], line);
+    let (status, body) = agent
+        .call(Method::GET, &format!("{log}?lines=0"), None)
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "lines");
+    let theirs: Value = agent
+        .http
+        .post(format!("{}/api/v1/tokens", agent.base_url))
+        .json(&json!({"username": other, "password": "other-password-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let theirs = format!("Bearer {}", theirs["token"].as_str().unwrap());
+    let r = agent
+        .http
+        .get(format!("{}/api/v1{log}", agent.base_url))
+        .header("authorization", &theirs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    // Nor the metrics: they are the admins'.
+    assert_eq!(metrics(&agent, Some(&theirs)).await.0, 403);
+    assert_eq!(metrics(&agent, None).await.0, 401);
+
+    // Rotation: the file moved away, SIGUSR1 to the agent, and the proxy starts a new one.
+    let moved = file.with_extension("log.1");
+    std::fs::rename(&file, &moved).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let fresh = loop {
+        assert_eq!(
+            through_proxy(&http, &domain, "/hello.txt?after=rotation", &[])
+                .await
+                .0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let fresh = std::fs::read_to_string(&file).unwrap_or_default();
+        if fresh.contains("?after=rotation") {
+            break fresh;
+        }
+        assert!(Instant::now() < deadline, "no new log file after SIGUSR1");
+    };
+    assert!(!fresh.contains("?n="), "the new file starts empty: {fresh}");
+    assert!(fresh.lines().all(well_formed), "{fresh}");
+    assert!(std::fs::read_to_string(&moved)
+        .unwrap()
+        .contains("/missing.txt"));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (www.0, panel_gid, 0o640)
+    );
+    // The proxy survived the signal (and so did the masters).
+    assert_eq!(
+        through_proxy(&http, &domain, "/index.php", &[]).await.0,
+        200
+    );
+
+    // A pool that is down counts as a FastCGI error of its tenant.
+    std::fs::remove_file(site.socket(&tenant)).unwrap();
+    let _ = Command::new("pkill")
+        .args(["-9", "-u", &ids(&tenant).0.to_string()])
+        .status();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        through_proxy(&http, &domain, "/index.php", &[]).await.0,
+        502
+    );
+    let (_, text) = metrics(&agent, Some(&admin)).await;
+    let down = format!("lodge_proxy_fastcgi_errors_total{{tenant=\"{tenant}\",kind=\"down\"}}");
+    assert!(sample(&text, &down) >= 1.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            &format!("lodge_proxy_requests_total{{vhost=\"{domain}\",status=\"502\"}}")
+        ),
+        1.0
     );
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);

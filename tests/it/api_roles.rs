@@ -132,6 +132,10 @@ fn matrix(admin_token_id: i64) -> Vec<Case> {
         case("GET", "/vhosts/{domain}", "/vhosts/bravo.example.com", None, [OK, NF, NF]),
         case("GET", "/vhosts/{domain}", "/vhosts/charlie.example.com", None, [OK, NF, NF]),
         case("GET", "/vhosts/{domain}", "/vhosts/alpha.example.com", None, [OK, OK, OK]),
+        case("GET", "/tenants/{name}/vhosts/{domain}/access-log", "/tenants/bravo/vhosts/bravo.example.com/access-log", None, [OK, NF, NF]),
+        case("GET", "/tenants/{name}/vhosts/{domain}/access-log", "/tenants/alpha/vhosts/alpha.example.com/access-log", None, [OK, OK, OK]),
+        case("GET", "/tenants/{name}/vhosts/{domain}/access-log", "/tenants/alpha/vhosts/bravo.example.com/access-log", None, [NF, NF, NF]),
+        case("GET", "/tenants/{name}/vhosts/{domain}/access-log", "/tenants/alpha2/vhosts/alpha.example.com/access-log", None, [NF, NF, NF]),
         case("GET", "/audit", "/audit", None, [OK, OK, OK]),
         // Accounts and plans are the admin's.
         case("POST", "/users", "/users", Some(reseller), [NO, FB, FB]),

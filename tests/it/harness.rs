@@ -45,6 +45,7 @@ fn lodge(data_dir: &Path) -> Command {
         .env("LODGE_AGENT", "false")
         .env("LODGE_DATA_DIR", data_dir)
         .env("LODGE_RUN_DIR", data_dir.join("run"))
+        .env("LODGE_LOG_DIR", data_dir.join("log"))
         .env("LODGE_TENANTS_ROOT", data_dir.join("tenants"));
     cmd
 }

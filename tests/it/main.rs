@@ -7,6 +7,7 @@ mod harness;
 mod agent;
 
 // The REST API.
+mod access_log;
 mod api_audit;
 mod api_auth;
 mod api_conflicts;

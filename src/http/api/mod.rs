@@ -102,6 +102,10 @@ pub(crate) fn routes() -> Routes {
             vec![("GET", get(list_vhosts)), ("POST", post(create_vhost))],
         )
         .at(
+            "/tenants/{name}/vhosts/{domain}/access-log",
+            vec![("GET", get(vhost_access_log))],
+        )
+        .at(
             "/vhosts/{domain}",
             vec![
                 ("GET", get(get_vhost)),

@@ -246,6 +246,16 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "GET",
+        path: "/tenants/{name}/vhosts/{domain}/access-log",
+        summary: "The end of a vhost's access log (combined format, oldest line first); `q` keeps \
+                  the lines that contain it (ASCII case ignored)",
+        tag: "vhosts",
+        body: None,
+        ok: (200, Some("AccessLog")),
+        auth: true,
+    },
+    Op {
+        method: "GET",
         path: "/vhosts/{domain}",
         summary: "One vhost",
         tag: "vhosts",
@@ -303,6 +313,10 @@ fn parameters(op: &Op) -> Vec<Value> {
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
+    if op.ok.1 == Some("AccessLog") {
+        params.push(json!({"name": "lines", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}}));
+        params.push(json!({"name": "q", "in": "query", "description": "only lines containing this text (no control characters)", "schema": {"type": "string", "maxLength": 200}}));
+    }
     if op.method == "GET" && op.ok.1.is_some_and(|s| s.ends_with("List")) {
         params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}}));
         params.push(json!({"name": "after", "in": "query", "description": "the `next` cursor of the previous page", "schema": {"type": "string"}}));
@@ -353,6 +367,12 @@ fn operation(op: &Op) -> Value {
         responses.insert(
             "422".into(),
             problem_response("a field is invalid; `errors` names each"),
+        );
+    }
+    if op.ok.1 == Some("AccessLog") {
+        responses.insert(
+            "422".into(),
+            problem_response("`lines` or `q` is invalid; `errors` names it"),
         );
     }
     if op.path == "/tokens" && op.method == "POST" {
@@ -459,6 +479,9 @@ fn schemas() -> Value {
             "redirect_https": s("boolean"), "state": {"enum": ["active", "suspended"]},
             "created_at": s("string"), "updated_at": s("string")}},
         "VhostList": list_of("Vhost"),
+        "AccessLog": {"type": "object", "properties": {"tenant": s("string"), "vhost": s("string"),
+            "lines": {"type": "array", "items": s("string")},
+            "complete": {"type": "boolean", "description": "the file was read to its start: no older line was left out"}}},
         "AuditEntry": {"type": "object", "properties": {"id": s("integer"), "at": s("string"), "actor": s("string"),
             "action": s("string"), "target": s("string"), "before": {}, "after": {}, "source": s("string")}},
         "AuditList": list_of("AuditEntry"),

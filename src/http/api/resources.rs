@@ -4,7 +4,9 @@
 use super::error::ApiError;
 use super::extract::{actor_of, ApiActor, ApiJson, ApiQuery, Source};
 use crate::auth::session::{sign_in, SignInError};
-use crate::control::{audit, plans, tenants, tokens, users, vhosts, ControlError, Page};
+use crate::control::{
+    access_log, audit, plans, tenants, tokens, users, vhosts, ControlError, Page,
+};
 use crate::domain::Role;
 use crate::http::AppState;
 use axum::extract::{Path, State};
@@ -376,6 +378,23 @@ pub async fn delete_vhost(
 ) -> ApiResult {
     vhosts::delete(&state.control, &actor, &domain).await?;
     Ok(no_content())
+}
+
+pub async fn vhost_access_log(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path((name, domain)): Path<(String, String)>,
+    q: ApiQuery,
+) -> ApiResult {
+    let request = access_log::TailRequest::parse(q.get("lines"), q.get("q"))?;
+    let log = access_log::tail(&state.control, &actor, &name, &domain, &request).await?;
+    Ok(Json(json!({
+        "tenant": log.tenant,
+        "vhost": log.domain,
+        "lines": log.tail.lines,
+        "complete": log.tail.complete,
+    }))
+    .into_response())
 }
 
 // ---- audit ----

@@ -6,6 +6,7 @@
 mod account;
 mod admin;
 mod forms;
+mod logs;
 mod session;
 mod tenants;
 
@@ -16,13 +17,14 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Router;
 
-pub use session::WebUser;
+pub use session::{cookie, WebUser};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(session::router())
         .merge(account::router())
         .merge(tenants::router())
+        .merge(logs::router())
         .merge(admin::router())
 }
 
