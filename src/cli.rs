@@ -75,10 +75,17 @@ pub enum TokenCommand {
 
 pub fn main(cli: Cli) -> ExitCode {
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The proxy runs a single-threaded runtime per core of its own (see `proxy::run`).
+    let runtime = if matches!(cli.command, Command::Proxy) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lodge: starting the runtime: {e}");

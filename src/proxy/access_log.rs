@@ -32,12 +32,15 @@ use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Records the queue holds before lines are dropped.
 pub const QUEUE: usize = 8192;
+/// How often the logger thread looks at the queue: [`QUEUE`] lines per this is the most it
+/// takes without dropping any (160,000 a second).
+const BATCH: Duration = Duration::from_millis(50);
 /// How often buffered lines reach the files.
 const FLUSH: Duration = Duration::from_secs(1);
 /// A file without a line for this long is closed (it is opened again at its next line).
@@ -164,20 +167,24 @@ struct Writer {
 }
 
 impl Writer {
+    /// Wakes every [`BATCH`] and writes what has queued up meanwhile: the request path never
+    /// wakes this thread (a wake-up per line cost more than the line).
     fn run(mut self, rx: Receiver<Message>) {
         let mut next_flush = Instant::now() + FLUSH;
         loop {
-            let wait = next_flush.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(Message::Line(record)) => self.write(&record),
-                Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                    while let Ok(Message::Line(record)) = rx.try_recv() {
-                        self.write(&record);
+            std::thread::sleep(BATCH);
+            loop {
+                match rx.try_recv() {
+                    Ok(Message::Line(record)) => self.write(&record),
+                    Ok(Message::Stop) | Err(TryRecvError::Disconnected) => {
+                        while let Ok(Message::Line(record)) = rx.try_recv() {
+                            self.write(&record);
+                        }
+                        self.flush_all();
+                        return;
                     }
-                    self.flush_all();
-                    return;
+                    Err(TryRecvError::Empty) => break,
                 }
-                Err(RecvTimeoutError::Timeout) => {}
             }
             if self.reopen.swap(false, Ordering::Relaxed) {
                 self.flush_all();

@@ -45,6 +45,98 @@ fn abort_record() -> Vec<u8> {
     out
 }
 
+/// CGI variables, encoded as FastCGI name-value pairs as they are added (no map, no copy
+/// per variable): the request's `FCGI_PARAMS` stream in the making.
+#[derive(Debug, Default)]
+pub struct Params {
+    pairs: Vec<u8>,
+    /// Where each pair ends, to cut the stream into records between pairs.
+    ends: Vec<usize>,
+}
+
+impl Params {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            pairs: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(48),
+        }
+    }
+
+    fn length(&mut self, len: usize) {
+        if len < 0x80 {
+            self.pairs.push(len as u8);
+        } else {
+            // Header values are bounded far below 2 GiB by the HTTP parser.
+            let len = len.min(record::MAX_NAME_VALUE_LEN) as u32;
+            self.pairs
+                .extend_from_slice(&(len | 0x8000_0000).to_be_bytes());
+        }
+    }
+
+    pub fn add(&mut self, name: &str, value: impl AsRef<[u8]>) {
+        let value = value.as_ref();
+        self.length(name.len());
+        self.length(value.len());
+        self.pairs.extend_from_slice(name.as_bytes());
+        self.pairs.extend_from_slice(value);
+        self.ends.push(self.pairs.len());
+    }
+
+    /// `HTTP_<NAME>` for a request header (`-` becomes `_`, letters upper case) with its
+    /// values joined by `sep`.
+    pub fn add_header(&mut self, name: &str, values: &[&[u8]], sep: &[u8]) {
+        let len = values.iter().map(|v| v.len()).sum::<usize>()
+            + sep.len() * values.len().saturating_sub(1);
+        self.length(5 + name.len());
+        self.length(len);
+        self.pairs.extend_from_slice(b"HTTP_");
+        self.pairs.extend(name.bytes().map(|b| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_uppercase()
+            }
+        }));
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.pairs.extend_from_slice(sep);
+            }
+            self.pairs.extend_from_slice(v);
+        }
+        self.ends.push(self.pairs.len());
+    }
+
+    /// Appends the `FCGI_PARAMS` records (pairs never split across two, as php-fpm needs)
+    /// and the empty one that ends the stream.
+    pub fn write(&self, wire: &mut Vec<u8>) -> Result<(), FcgiError> {
+        let mut start = 0;
+        let mut last_end = 0;
+        for &end in &self.ends {
+            if end - last_end > record::MAX_RECORD_CONTENT {
+                return Err(FcgiError::Protocol(format!(
+                    "a parameter of {} bytes does not fit in a FastCGI record",
+                    end - last_end
+                )));
+            }
+            if end - start > record::MAX_RECORD_CONTENT {
+                record::write_record(
+                    wire,
+                    RecordType::Params,
+                    REQUEST_ID,
+                    &self.pairs[start..last_end],
+                );
+                start = last_end;
+            }
+            last_end = end;
+        }
+        if start < self.pairs.len() {
+            record::write_record(wire, RecordType::Params, REQUEST_ID, &self.pairs[start..]);
+        }
+        record::write_record(wire, RecordType::Params, REQUEST_ID, &[]);
+        Ok(())
+    }
+}
+
 /// What comes out of a response, record by record.
 #[derive(Debug)]
 pub enum Event {
@@ -544,7 +636,43 @@ impl hyper::body::Body for StreamedBody {
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::*;
+
+    #[test]
+    fn params_encode_as_the_generic_writer_does_and_split_between_pairs() {
+        let mut p = Params::default();
+        p.add("SCRIPT_FILENAME", "/srv/a/index.php");
+        p.add("LONG", vec![b'v'; 300]);
+        p.add_header("accept-language", &[b"en", b"fr"], b", ");
+        let mut ours = Vec::new();
+        p.write(&mut ours).unwrap();
+        let expected: Vec<record::Param> = vec![
+            (b"SCRIPT_FILENAME".to_vec(), b"/srv/a/index.php".to_vec()),
+            (b"LONG".to_vec(), vec![b'v'; 300]),
+            (b"HTTP_ACCEPT_LANGUAGE".to_vec(), b"en, fr".to_vec()),
+        ];
+        let mut theirs = Vec::new();
+        record::write_params(&mut theirs, REQUEST_ID, &expected).unwrap();
+        assert_eq!(ours, theirs);
+
+        // Many pairs: several records, each ending on a pair boundary.
+        let mut p = Params::default();
+        let mut pairs = Vec::new();
+        for i in 0..40 {
+            let value = vec![b'a' + (i % 26) as u8; 3000];
+            p.add(&format!("V{i}"), &value);
+            pairs.push((format!("V{i}").into_bytes(), value));
+        }
+        let mut ours = Vec::new();
+        p.write(&mut ours).unwrap();
+        let mut theirs = Vec::new();
+        record::write_params(&mut theirs, REQUEST_ID, &pairs).unwrap();
+        assert_eq!(ours, theirs);
+
+        let mut p = Params::default();
+        p.add("HUGE", vec![0u8; 70_000]);
+        assert!(p.write(&mut Vec::new()).is_err());
+    }
 
     #[test]
     fn the_end_of_a_header_block() {

@@ -5,8 +5,8 @@
 //! full), and 502/504 with clear pages. Bodies both ways are streamed: see
 //! [`super::exchange`].
 
-use super::exchange::{Answer, HeadError, Pump, PumpError, ReadSide, Upstream};
-use crate::fastcgi::record::{self, Param, RecordType};
+use super::exchange::{Answer, HeadError, Params, Pump, PumpError, ReadSide, Upstream};
+use crate::fastcgi::record::{self, RecordType};
 use crate::fastcgi::FcgiError;
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -204,7 +204,7 @@ impl Pools {
         &self,
         socket: &Path,
         max_children: u32,
-        params: &[Param],
+        params: &Params,
         body: RequestBody,
         retry: bool,
     ) -> Result<Answer, PhpError> {
@@ -215,7 +215,8 @@ impl Pools {
             record::ROLE_RESPONDER,
             record::FLAG_KEEP_CONN,
         );
-        record::write_params(&mut wire, super::exchange::REQUEST_ID, params)
+        params
+            .write(&mut wire)
             .map_err(|e| PhpError::Bad(e.to_string()))?;
         let streamed = match body {
             RequestBody::Empty => {
@@ -387,8 +388,10 @@ mod tests {
         path
     }
 
-    fn params() -> Vec<Param> {
-        vec![(b"REQUEST_METHOD".to_vec(), b"GET".to_vec())]
+    fn params() -> Params {
+        let mut p = Params::default();
+        p.add("REQUEST_METHOD", "GET");
+        p
     }
 
     #[tokio::test]

@@ -117,33 +117,64 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
         });
     }
 
-    let mut tasks = Vec::new();
-    if let Some(listener) = listeners.http {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        println!(
-            "lodge proxy listening on http://{}/",
-            listener.local_addr()?
-        );
-        tasks.push(tokio::spawn(accept(listener, None, shared.clone())));
+    // One event loop per core, as nginx has one worker per core: each thread runs its own
+    // single-threaded runtime and accepts on the same listening sockets, so a request is
+    // served start to end on one thread, without waking another.
+    let threads = std::env::var("LODGE_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    let acceptor = listeners
+        .https
+        .as_ref()
+        .map(|_| tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())));
+    let caps = (
+        Arc::new(PerClient::default()),
+        Arc::new(PerClient::default()),
+    );
+    for (listener, scheme) in [(&listeners.http, "http"), (&listeners.https, "https")] {
+        if let Some(l) = listener {
+            l.set_nonblocking(true)?;
+            println!("lodge proxy listening on {scheme}://{}/", l.local_addr()?);
+        }
     }
-    if let Some(listener) = listeners.https {
-        listener.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        println!(
-            "lodge proxy listening on https://{}/",
-            listener.local_addr()?
-        );
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
-        tasks.push(tokio::spawn(accept(
-            listener,
-            Some(acceptor),
-            shared.clone(),
-        )));
-    }
-    if tasks.is_empty() {
+    if listeners.http.is_none() && listeners.https.is_none() {
         anyhow::bail!("both the HTTP and the HTTPS listener are off");
     }
+    for i in 1..threads {
+        let http = listeners.http.as_ref().map(|l| l.try_clone()).transpose()?;
+        let https = listeners
+            .https
+            .as_ref()
+            .map(|l| l.try_clone())
+            .transpose()?;
+        let (acceptor, shared, caps) = (acceptor.clone(), shared.clone(), caps.clone());
+        std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting a proxy thread's runtime");
+                        return;
+                    }
+                };
+                if let Err(e) = runtime.block_on(accept_all(http, https, acceptor, shared, caps)) {
+                    tracing::error!(error = %e, "a proxy thread stopped");
+                }
+            })?;
+    }
+    let tasks = vec![tokio::spawn(accept_all(
+        listeners.http,
+        listeners.https,
+        acceptor,
+        shared.clone(),
+        caps,
+    ))];
     tokio::select! {
         _ = futures_util::future::join_all(tasks) => {}
         _ = crate::cli::shutdown_signal() => {}
@@ -216,17 +247,39 @@ impl Drop for Slot {
     }
 }
 
+/// The accept loops of one thread, on its runtime.
+async fn accept_all(
+    http: Option<std::net::TcpListener>,
+    https: Option<std::net::TcpListener>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    caps: (Arc<PerClient>, Arc<PerClient>),
+) -> anyhow::Result<()> {
+    let mut loops = Vec::new();
+    if let Some(l) = http {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        loops.push(tokio::spawn(accept(l, None, shared.clone(), caps.0)));
+    }
+    if let (Some(l), Some(acceptor)) = (https, acceptor) {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        loops.push(tokio::spawn(accept(l, Some(acceptor), shared, caps.1)));
+    }
+    futures_util::future::join_all(loops).await;
+    Ok(())
+}
+
 /// Accepts connections for ever; each is set up by `start` on a task of its own. With
 /// `tls`, connections are TLS (handshake on the connection's task); without, plain.
+/// `per_client` counts connections per address across every thread.
 async fn accept(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
+    per_client: Arc<PerClient>,
 ) {
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let per_client = Arc::new(PerClient::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,

@@ -2,6 +2,7 @@
 //! hosts, static files from the docroot, PHP through the tenant's pool.
 
 use super::access_log::AccessLog;
+use super::exchange::Params;
 use super::metrics::Metrics;
 use super::observe::Observed;
 use super::php::{split_script, PhpError, Pools, RequestBody};
@@ -9,7 +10,6 @@ use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
 use super::{full, Body};
 use crate::domain::RedirectWww;
-use crate::fastcgi::Request as FcgiRequest;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -372,55 +372,46 @@ async fn php(
         Err(refusal) => return refusal,
     };
     let docroot = route.docroot.to_string_lossy();
-    let filename = format!("{docroot}{script}");
     let uri = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut fcgi = FcgiRequest::new(parts.method.as_str(), &filename, script, query);
-    for (name, value) in [
-        ("REQUEST_URI", uri),
-        ("DOCUMENT_ROOT", &docroot),
-        ("SERVER_NAME", host),
-        ("HTTP_HOST", host),
-        ("REDIRECT_STATUS", "200"),
-        ("REQUEST_SCHEME", if conn.tls { "https" } else { "http" }),
-        (
-            "SERVER_PROTOCOL",
-            if parts.version == hyper::Version::HTTP_2 {
-                "HTTP/2.0"
-            } else {
-                "HTTP/1.1"
-            },
-        ),
-    ] {
-        fcgi.set_param(name, value);
-    }
-    fcgi.set_param("REMOTE_ADDR", conn.peer.ip().to_string());
-    fcgi.set_param("REMOTE_PORT", conn.peer.port().to_string());
-    fcgi.set_param("SERVER_ADDR", conn.local.ip().to_string());
-    fcgi.set_param("SERVER_PORT", conn.local.port().to_string());
-    if !path_info.is_empty() {
-        fcgi.set_param("PATH_INFO", path_info);
-        fcgi.set_param("PATH_TRANSLATED", format!("{docroot}{path_info}"));
-    }
+    // As nginx's fastcgi_params, with SCRIPT_FILENAME and PATH_INFO split off.
+    let mut p = Params::with_capacity(1024);
+    let mut filename = String::with_capacity(docroot.len() + script.len());
+    filename.push_str(&docroot);
+    filename.push_str(script);
+    p.add("SCRIPT_FILENAME", &filename);
+    p.add("QUERY_STRING", query);
+    p.add("REQUEST_METHOD", parts.method.as_str());
+    p.add("SCRIPT_NAME", script);
+    p.add("REQUEST_URI", uri);
+    p.add("DOCUMENT_URI", script);
+    p.add("DOCUMENT_ROOT", docroot.as_bytes());
+    p.add(
+        "SERVER_PROTOCOL",
+        if parts.version == hyper::Version::HTTP_2 {
+            "HTTP/2.0"
+        } else {
+            "HTTP/1.1"
+        },
+    );
+    p.add("REQUEST_SCHEME", if conn.tls { "https" } else { "http" });
     if conn.tls {
-        fcgi.set_param("HTTPS", "on");
+        p.add("HTTPS", "on");
     }
-    for (name, value) in &parts.headers {
-        // httpoxy: a client's Proxy header must never become HTTP_PROXY.
-        if name == "proxy" || name == header::HOST {
-            continue;
-        }
-        let key = format!(
-            "HTTP_{}",
-            name.as_str().to_ascii_uppercase().replace('-', "_")
-        );
-        if key == "HTTP_CONTENT_TYPE" || key == "HTTP_CONTENT_LENGTH" {
-            continue;
-        }
-        fcgi.set_param(key, value.as_bytes());
+    p.add("GATEWAY_INTERFACE", "CGI/1.1");
+    p.add("SERVER_SOFTWARE", "lodge");
+    p.add("REMOTE_ADDR", conn.peer.ip().to_string());
+    p.add("REMOTE_PORT", conn.peer.port().to_string());
+    p.add("SERVER_ADDR", conn.local.ip().to_string());
+    p.add("SERVER_PORT", conn.local.port().to_string());
+    p.add("SERVER_NAME", host);
+    p.add("REDIRECT_STATUS", "200");
+    if !path_info.is_empty() {
+        p.add("PATH_INFO", path_info);
+        p.add("PATH_TRANSLATED", format!("{docroot}{path_info}"));
     }
     if length.is_some() || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
         let content_type = parts
@@ -428,13 +419,39 @@ async fn php(
             .get(header::CONTENT_TYPE)
             .map(|v| v.as_bytes())
             .unwrap_or(b"");
-        fcgi.set_param("CONTENT_TYPE", content_type);
-        fcgi.set_param("CONTENT_LENGTH", length.unwrap_or(0).to_string());
+        p.add("CONTENT_TYPE", content_type);
+        p.add("CONTENT_LENGTH", length.unwrap_or(0).to_string());
+    }
+    p.add("HTTP_HOST", host);
+    for name in parts.headers.keys() {
+        // httpoxy: a client's Proxy header must never become HTTP_PROXY. A name with an
+        // underscore is dropped (as nginx does): `x_real_ip` must not pass for `X-Real-IP`.
+        if name == header::HOST
+            || name == header::CONTENT_TYPE
+            || name == header::CONTENT_LENGTH
+            || name == "proxy"
+            || name.as_str().contains('_')
+        {
+            continue;
+        }
+        // Repeated fields are joined, as one CGI variable holds them all (HTTP/2 sends
+        // every cookie as a field of its own).
+        let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
+        let mut values = parts.headers.get_all(name).iter();
+        let first = values.next().map_or(&b""[..], HeaderValue::as_bytes);
+        match values.next() {
+            None => p.add_header(name.as_str(), &[first], sep),
+            Some(second) => {
+                let mut all = vec![first, second.as_bytes()];
+                all.extend(values.map(HeaderValue::as_bytes));
+                p.add_header(name.as_str(), &all, sep);
+            }
+        }
     }
     let retry = matches!(parts.method, Method::GET | Method::HEAD);
     let result = shared
         .pools
-        .run(&route.socket, route.max_children, &fcgi.params, body, retry)
+        .run(&route.socket, route.max_children, &p, body, retry)
         .await;
     shared.metrics.php_result(route.tenant.as_str(), &result);
     match result {
