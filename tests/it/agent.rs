@@ -1028,6 +1028,31 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
     assert!(!body.contains("ran"), "a .jpg ran as PHP: {status} {body}");
     let (status, _, _) = through_proxy(&http, &domain, "/a%0ab.php", &[]).await;
     assert_eq!(status, 400);
+    // Repeated cookies reach PHP together; `Proxy` (httpoxy) and a name with an underscore
+    // (which would pass for a dashed one) do not reach it at all.
+    script(
+        &site,
+        &tenant,
+        &domain,
+        "headers.php",
+        "<?php echo $_SERVER['HTTP_COOKIE'] ?? '-', '|', $_SERVER['HTTP_X_REAL_IP'] ?? '-', '|',
+         $_SERVER['HTTP_PROXY'] ?? '-', '|', $_SERVER['HTTP_X_A'] ?? '-';",
+    );
+    let (status, _, body) = through_proxy(
+        &http,
+        &domain,
+        "/headers.php",
+        &[
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x_real_ip", "192.0.2.1"),
+            ("proxy", "http://192.0.2.2:3128"),
+            ("x-a", "1"),
+            ("x-a", "2"),
+        ],
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "a=1; b=2|-|-|1, 2"));
     let (status, _, body) = through_proxy(&http, "unknown.example", "/", &[]).await;
     assert_eq!(status, 404);
     assert!(body.contains("No site"), "{body}");
