@@ -179,7 +179,8 @@ impl Records {
     pub fn new(io: ReadSide) -> Self {
         Self {
             io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            // Most answers are small; a long one grows the buffer to READ_CHUNK.
+            buf: BytesMut::with_capacity(8 * 1024),
             any: false,
         }
     }
