@@ -97,9 +97,14 @@ pub struct Route {
     pub redirect_https: bool,
     pub redirect_www: RedirectWww,
     pub body_limit: u64,
+    /// Unique to this route for the process's life: the key of files kept open beneath its
+    /// docroot.
+    pub id: u64,
     /// The docroot, once opened: see [`Route::open_docroot`].
     docroot_fd: Mutex<Option<(Arc<OwnedFd>, Instant)>>,
 }
+
+static NEXT_ROUTE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// How long an opened docroot is used before it is opened again from the home. A tenant
 /// who deploys by replacing the docroot directory sees the new one within this time.
@@ -237,6 +242,7 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
         socket: e.socket.clone(),
         max_children: e.max_children.clamp(1, 1000),
         suspended: e.suspended,
+        id: NEXT_ROUTE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         docroot_fd: Mutex::new(None),
         redirect_https: e.redirect_https,
         redirect_www: RedirectWww::parse(&e.redirect_www).map_err(|x| x.to_string())?,

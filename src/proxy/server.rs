@@ -226,7 +226,7 @@ async fn route(
 
     if route.php {
         if let Some((script, path_info)) = split_script(&path) {
-            return match static_files::open_beneath_fd(root.as_fd(), script) {
+            return match static_files::open_beneath_cached(root.as_fd(), route.id, script) {
                 Lookup::File(_) => {
                     php(
                         &shared, &route, &conn, req, &bare_host, script, path_info, &query,
@@ -253,7 +253,11 @@ async fn route(
         }
         if path.ends_with('/')
             && matches!(
-                static_files::open_beneath_fd(root.as_fd(), &format!("{path}index.php")),
+                static_files::open_beneath_cached(
+                    root.as_fd(),
+                    route.id,
+                    &format!("{path}index.php")
+                ),
                 Lookup::File(_)
             )
         {
@@ -267,8 +271,12 @@ async fn route(
         query: Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()),
         headers: req.headers(),
     };
-    let response =
-        static_files::serve_in(root.as_fd(), &request, static_files::DEFAULT_INDEX).await;
+    let response = static_files::serve_cached(
+        root.as_fd(),
+        route.id,
+        &request,
+        static_files::DEFAULT_INDEX,
+    );
     if response.status() == StatusCode::NOT_FOUND && route.php {
         if let Some(fc) = route.front_controller.clone() {
             return php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await;

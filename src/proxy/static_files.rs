@@ -64,6 +64,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Files up to this size are read into memory in one read.
@@ -95,7 +96,7 @@ pub struct StaticRequest<'a> {
 /// A regular file opened beneath a docroot, with what `fstat` said about it then.
 #[derive(Debug)]
 pub struct OpenedFile {
-    file: File,
+    file: Arc<File>,
     len: u64,
     mtime_secs: i64,
     mtime_nsec: i64,
@@ -108,7 +109,7 @@ impl OpenedFile {
         &self.file
     }
 
-    pub fn into_file(self) -> File {
+    pub fn into_file(self) -> Arc<File> {
         self.file
     }
 
@@ -242,6 +243,14 @@ pub fn open_beneath_fd(root: BorrowedFd<'_>, rel: &str) -> Lookup {
     }
 }
 
+/// [`open_beneath_fd`] for a docroot known by `key`, as [`serve_cached`] does.
+pub fn open_beneath_cached(root: BorrowedFd<'_>, key: u64, rel: &str) -> Lookup {
+    match check_path(rel) {
+        Ok(segments) => open_file(root, Some(key), &join(&segments)),
+        Err(Refused) => Lookup::Forbidden,
+    }
+}
+
 /// Serves `req` from the files beneath `docroot`; `index` names the files tried, in order,
 /// for a directory (like [`DEFAULT_INDEX`]). Never fails: errors are small plain-text
 /// responses (403 "Forbidden", 404 "Not Found", 405, 416, 500) that the caller may
@@ -251,7 +260,7 @@ pub async fn serve(docroot: &Path, req: &StaticRequest<'_>, index: &[&str]) -> R
         return refusal;
     }
     match open_docroot(docroot) {
-        Ok(root) => respond(root.as_fd(), req, index),
+        Ok(root) => respond(root.as_fd(), None, req, index),
         Err(e) => {
             tracing::warn!(docroot = %docroot.display(), error = %e, "cannot open docroot");
             error_response(StatusCode::INTERNAL_SERVER_ERROR)
@@ -266,7 +275,18 @@ pub async fn serve_in(
     req: &StaticRequest<'_>,
     index: &[&str],
 ) -> Response<Body> {
-    respond(root, req, index)
+    respond(root, None, req, index)
+}
+
+/// [`serve_in`] for a docroot known by `key` (unique to it for the process's life): files
+/// opened beneath it are used again for [`FILE_REOPEN`].
+pub fn serve_cached(
+    root: BorrowedFd<'_>,
+    key: u64,
+    req: &StaticRequest<'_>,
+    index: &[&str],
+) -> Response<Body> {
+    respond(root, Some(key), req, index)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -328,6 +348,62 @@ fn openat2_retrying(dirfd: RawFd, rel: &str, how: OpenHow) -> nix::Result<RawFd>
             other => return other,
         }
     }
+}
+
+/// How long an opened file is used again for the same path before it is opened anew (its
+/// size and times are read afresh every time): a file replaced by a rename is seen within
+/// this time, one changed in place at once.
+pub const FILE_REOPEN: Duration = Duration::from_secs(1);
+/// Files kept open per thread; past this the cache starts over.
+const FILE_CACHE: usize = 4096;
+
+type FileCache = std::collections::HashMap<(u64, String), (Arc<File>, std::time::Instant)>;
+
+thread_local! {
+    /// Files opened beneath docroots, by docroot key and path. Per thread: each proxy thread
+    /// serves its own connections, so no lock is taken.
+    static FILES: std::cell::RefCell<FileCache> = std::cell::RefCell::new(FileCache::new());
+}
+
+/// [`open_confined`], reusing a file this thread opened at the same path of the same docroot
+/// (`key`) within [`FILE_REOPEN`]. Only regular files are kept; what was refused or missing
+/// is looked up every time.
+fn open_file(root: BorrowedFd<'_>, key: Option<u64>, rel: &str) -> Lookup {
+    let Some(key) = key else {
+        return open_confined(root, rel);
+    };
+    let cached = FILES.with(|files| {
+        let files = files.borrow();
+        files
+            .get(&(key, rel.to_owned()))
+            .filter(|(_, at)| at.elapsed() < FILE_REOPEN)
+            .map(|(f, _)| f.clone())
+    });
+    if let Some(file) = cached {
+        return match file.metadata() {
+            Ok(meta) => Lookup::File(OpenedFile {
+                file,
+                len: meta.size(),
+                mtime_secs: meta.mtime(),
+                mtime_nsec: meta.mtime_nsec(),
+            }),
+            Err(e) => Lookup::Error(e),
+        };
+    }
+    let found = open_confined(root, rel);
+    if let Lookup::File(opened) = &found {
+        FILES.with(|files| {
+            let mut files = files.borrow_mut();
+            if files.len() >= FILE_CACHE {
+                files.clear();
+            }
+            files.insert(
+                (key, rel.to_owned()),
+                (opened.file.clone(), std::time::Instant::now()),
+            );
+        });
+    }
+    found
 }
 
 /// Opens the checked relative path `rel` beneath `root`.
@@ -432,7 +508,7 @@ fn classify(fd: OwnedFd) -> Lookup {
         return Lookup::Error(e.into());
     }
     Lookup::File(OpenedFile {
-        file,
+        file: Arc::new(file),
         len: meta.size(),
         mtime_secs: meta.mtime(),
         mtime_nsec: meta.mtime_nsec(),
@@ -483,7 +559,12 @@ fn lookup_failure(lookup: Lookup) -> Response<Body> {
 }
 
 /// Everything after the method check.
-fn respond(root: BorrowedFd<'_>, req: &StaticRequest<'_>, index: &[&str]) -> Response<Body> {
+fn respond(
+    root: BorrowedFd<'_>,
+    key: Option<u64>,
+    req: &StaticRequest<'_>,
+    index: &[&str],
+) -> Response<Body> {
     if let Some(refusal) = refuse_method(req.method) {
         return refusal;
     }
@@ -491,13 +572,13 @@ fn respond(root: BorrowedFd<'_>, req: &StaticRequest<'_>, index: &[&str]) -> Res
         return error_response(StatusCode::FORBIDDEN);
     };
     let rel = join(&segments);
-    match open_confined(root, &rel) {
+    match open_file(root, key, &rel) {
         Lookup::File(file) => {
             if req.path.ends_with('/') {
                 // `/file.txt/` is not a directory.
                 return error_response(StatusCode::NOT_FOUND);
             }
-            serve_file(root, req, &rel, file)
+            serve_file(root, key, req, &rel, file)
         }
         Lookup::Directory => {
             if !req.path.ends_with('/') {
@@ -512,8 +593,8 @@ fn respond(root: BorrowedFd<'_>, req: &StaticRequest<'_>, index: &[&str]) -> Res
                 } else {
                     format!("{rel}/{name}")
                 };
-                match open_confined(root, &rel) {
-                    Lookup::File(file) => return serve_file(root, req, &rel, file),
+                match open_file(root, key, &rel) {
+                    Lookup::File(file) => return serve_file(root, key, req, &rel, file),
                     Lookup::Error(e) => return lookup_failure(Lookup::Error(e)),
                     _ => continue,
                 }
@@ -675,6 +756,7 @@ struct Chosen {
 
 fn serve_file(
     root: BorrowedFd<'_>,
+    key: Option<u64>,
     req: &StaticRequest<'_>,
     rel: &str,
     file: OpenedFile,
@@ -692,7 +774,7 @@ fn serve_file(
         if sibling.is_some() || !compressible {
             break;
         }
-        if let Lookup::File(f) = open_confined(root, &format!("{rel}{}", encoding.extension())) {
+        if let Lookup::File(f) = open_file(root, key, &format!("{rel}{}", encoding.extension())) {
             vary = true;
             if accepts.allows(encoding) {
                 sibling = Some((encoding, f));
@@ -828,7 +910,7 @@ fn read_small(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
 /// read when the connection asks for the next one. If the file shrinks meanwhile, the
 /// stream ends with an error (the connection is aborted rather than left waiting for
 /// bytes); if it grows, only `len` bytes are sent.
-fn stream_file(file: File, offset: u64, len: u64) -> Body {
+fn stream_file(file: Arc<File>, offset: u64, len: u64) -> Body {
     FileBody {
         file,
         offset,
@@ -838,7 +920,7 @@ fn stream_file(file: File, offset: u64, len: u64) -> Body {
 }
 
 struct FileBody {
-    file: File,
+    file: Arc<File>,
     offset: u64,
     remaining: u64,
 }
@@ -1869,6 +1951,46 @@ mod tests {
         tree.write("edge.bin", &content[..CHUNK + 1]);
         let r = get(&tree, "/edge.bin").await;
         assert!(r.body[..] == content[..CHUNK + 1]);
+    }
+
+    #[tokio::test]
+    async fn kept_files_see_changes_in_place_at_once_and_replacements_within_a_second() {
+        let tree = Tree::new("kept");
+        let path = tree.write("page.txt", "first");
+        let root = open_docroot(&tree.root()).unwrap();
+        let map = HeaderMap::new();
+        let get = || async {
+            let req = StaticRequest {
+                method: &Method::GET,
+                path: "/page.txt",
+                query: None,
+                headers: &map,
+            };
+            let r = serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX);
+            r.into_body().collect().await.unwrap().to_bytes()
+        };
+        assert_eq!(&get().await[..], b"first");
+        // Rewritten in place (same inode): the new size and bytes at once.
+        std::fs::write(&path, "second, longer").unwrap();
+        assert_eq!(&get().await[..], b"second, longer");
+        // Replaced by a rename (a new inode): the kept one may serve for up to a second.
+        let new = tree.write("page.txt.new", "third");
+        std::fs::rename(&new, &path).unwrap();
+        std::thread::sleep(FILE_REOPEN + Duration::from_millis(50));
+        assert_eq!(&get().await[..], b"third");
+        // Gone: not served once the kept file has expired.
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(FILE_REOPEN + Duration::from_millis(50));
+        let req = StaticRequest {
+            method: &Method::GET,
+            path: "/page.txt",
+            query: None,
+            headers: &map,
+        };
+        assert_eq!(
+            serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[tokio::test]
