@@ -446,6 +446,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for row in "${ROWS[@]}"; do
         IFS=: read -r name _ _ <<<"$row"
+        # A server left out (ONLY_SERVERS) shows as "-".
+        for s in lodge nginx apache; do
+            : "${RPS[$s,$name]:=-}" "${P99[$s,$name]:=-}"
+        done
         echo "| $name | ${RPS[lodge,$name]} | ${P99[lodge,$name]} ms | ${RPS[nginx,$name]} | ${P99[nginx,$name]} ms" \
             "| ${RPS[apache,$name]} | ${P99[apache,$name]} ms | $(ratio "${RPS[lodge,$name]}" "${RPS[nginx,$name]}")" \
             "| $(ratio "${RPS[lodge,$name]}" "${RPS[apache,$name]}") |"
