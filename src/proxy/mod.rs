@@ -11,6 +11,7 @@ mod observe;
 pub mod php;
 pub mod routes;
 pub mod run;
+pub mod sendfile;
 pub mod server;
 pub mod static_files;
 pub mod tls;

@@ -6,6 +6,7 @@
 use super::access_log::AccessLog;
 use super::metrics::Metrics;
 use super::routes::{Snapshot, Table};
+use super::sendfile::{Sendfile, SendfileIo};
 use super::server::{handle, Conn, Shared};
 use super::tls;
 use hyper::service::service_fn;
@@ -298,13 +299,15 @@ async fn accept(
             let _slot = slot;
             match tls {
                 None => {
+                    let parts = Sendfile::default();
                     serve_connection(
-                        stream,
+                        SendfileIo::new(stream, parts.clone()),
                         Conn {
                             peer,
                             local,
                             tls: false,
                             sni: None,
+                            sendfile: Some(parts),
                         },
                         shared,
                     )
@@ -326,6 +329,7 @@ async fn accept(
                             local,
                             tls: true,
                             sni,
+                            sendfile: None,
                         },
                         shared,
                     )
@@ -351,7 +355,10 @@ where
 /// HTTP/1.1 and HTTP/2 on one listener; slow headers are cut off (slowloris).
 fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // writev: body buffers are handed to the stream as they are, never copied, which the
+    // sendfile tokens rely on (see `super::sendfile`).
     b.http1()
+        .writev(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
         .max_buf_size(64 * 1024);

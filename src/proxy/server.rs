@@ -63,6 +63,8 @@ pub struct Conn {
     pub local: SocketAddr,
     pub tls: bool,
     pub sni: Option<String>,
+    /// On a plain connection: where static file parts wait to be sent with sendfile(2).
+    pub sendfile: Option<super::sendfile::Sendfile>,
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
@@ -265,17 +267,24 @@ async fn route(
             return php(&shared, &route, &conn, req, &bare_host, &script, "", &query).await;
         }
     }
+    let version = req.version();
     let request = StaticRequest {
         method: req.method(),
         path: &path,
         query: Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()),
         headers: req.headers(),
     };
+    // sendfile(2) under HTTP/1 only: HTTP/2 interleaves the frames of several responses.
+    let sendfile = conn
+        .sendfile
+        .as_ref()
+        .filter(|_| version <= hyper::Version::HTTP_11);
     let response = static_files::serve_cached(
         root.as_fd(),
         route.id,
         &request,
         static_files::DEFAULT_INDEX,
+        sendfile,
     );
     if response.status() == StatusCode::NOT_FOUND && route.php {
         if let Some(fc) = route.front_controller.clone() {

@@ -49,6 +49,7 @@
 //! hits the page cache takes microseconds, and handing each to a thread pool cost more
 //! than the work itself (a third of nginx's rate on small files).
 
+use super::sendfile::Sendfile;
 use super::{empty, full, Body};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -260,7 +261,7 @@ pub async fn serve(docroot: &Path, req: &StaticRequest<'_>, index: &[&str]) -> R
         return refusal;
     }
     match open_docroot(docroot) {
-        Ok(root) => respond(root.as_fd(), None, req, index),
+        Ok(root) => respond(root.as_fd(), None, req, index, None),
         Err(e) => {
             tracing::warn!(docroot = %docroot.display(), error = %e, "cannot open docroot");
             error_response(StatusCode::INTERNAL_SERVER_ERROR)
@@ -275,18 +276,21 @@ pub async fn serve_in(
     req: &StaticRequest<'_>,
     index: &[&str],
 ) -> Response<Body> {
-    respond(root, None, req, index)
+    respond(root, None, req, index, None)
 }
 
 /// [`serve_in`] for a docroot known by `key` (unique to it for the process's life): files
 /// opened beneath it are used again for [`FILE_REOPEN`].
+/// With `sendfile`, files over [`CHUNK`] go out with sendfile(2) (see
+/// [`super::sendfile`]; only for a plain HTTP/1 connection's current request).
 pub fn serve_cached(
     root: BorrowedFd<'_>,
     key: u64,
     req: &StaticRequest<'_>,
     index: &[&str],
+    sendfile: Option<&Sendfile>,
 ) -> Response<Body> {
-    respond(root, Some(key), req, index)
+    respond(root, Some(key), req, index, sendfile)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -564,6 +568,7 @@ fn respond(
     key: Option<u64>,
     req: &StaticRequest<'_>,
     index: &[&str],
+    sendfile: Option<&Sendfile>,
 ) -> Response<Body> {
     if let Some(refusal) = refuse_method(req.method) {
         return refusal;
@@ -578,7 +583,7 @@ fn respond(
                 // `/file.txt/` is not a directory.
                 return error_response(StatusCode::NOT_FOUND);
             }
-            serve_file(root, key, req, &rel, file)
+            serve_file(root, key, req, &rel, file, sendfile)
         }
         Lookup::Directory => {
             if !req.path.ends_with('/') {
@@ -594,7 +599,7 @@ fn respond(
                     format!("{rel}/{name}")
                 };
                 match open_file(root, key, &rel) {
-                    Lookup::File(file) => return serve_file(root, key, req, &rel, file),
+                    Lookup::File(file) => return serve_file(root, key, req, &rel, file, sendfile),
                     Lookup::Error(e) => return lookup_failure(Lookup::Error(e)),
                     _ => continue,
                 }
@@ -760,6 +765,7 @@ fn serve_file(
     req: &StaticRequest<'_>,
     rel: &str,
     file: OpenedFile,
+    sendfile: Option<&Sendfile>,
 ) -> Response<Body> {
     let headers = req.headers;
     let (content_type, compressible) = content_type(rel);
@@ -892,7 +898,7 @@ fn serve_file(
             }
         }
     } else {
-        stream_file(chosen.file.into_file(), start, len)
+        stream_file(chosen.file.into_file(), start, len, sendfile.cloned())
     };
     builder.body(body).expect("valid response")
 }
@@ -910,11 +916,12 @@ fn read_small(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
 /// read when the connection asks for the next one. If the file shrinks meanwhile, the
 /// stream ends with an error (the connection is aborted rather than left waiting for
 /// bytes); if it grows, only `len` bytes are sent.
-fn stream_file(file: Arc<File>, offset: u64, len: u64) -> Body {
+fn stream_file(file: Arc<File>, offset: u64, len: u64, sendfile: Option<Sendfile>) -> Body {
     FileBody {
         file,
         offset,
         remaining: len,
+        sendfile,
     }
     .boxed()
 }
@@ -923,6 +930,8 @@ struct FileBody {
     file: Arc<File>,
     offset: u64,
     remaining: u64,
+    /// Tokens for sendfile(2) instead of the bytes.
+    sendfile: Option<Sendfile>,
 }
 
 impl hyper::body::Body for FileBody {
@@ -938,6 +947,12 @@ impl hyper::body::Body for FileBody {
             return Poll::Ready(None);
         }
         let want = self.remaining.min(STREAM_CHUNK as u64) as usize;
+        if let Some(sendfile) = &self.sendfile {
+            let token = sendfile.token(self.file.clone(), self.offset, want);
+            self.offset += token.len() as u64;
+            self.remaining -= token.len() as u64;
+            return Poll::Ready(Some(Ok(Frame::data(token))));
+        }
         let mut buf = BytesMut::zeroed(want);
         let read = loop {
             match self.file.read_at(&mut buf, self.offset) {
@@ -1966,7 +1981,7 @@ mod tests {
                 query: None,
                 headers: &map,
             };
-            let r = serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX);
+            let r = serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX, None);
             r.into_body().collect().await.unwrap().to_bytes()
         };
         assert_eq!(&get().await[..], b"first");
@@ -1988,7 +2003,7 @@ mod tests {
             headers: &map,
         };
         assert_eq!(
-            serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX).status(),
+            serve_cached(root.as_fd(), 7, &req, DEFAULT_INDEX, None).status(),
             StatusCode::NOT_FOUND
         );
     }

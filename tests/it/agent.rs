@@ -998,6 +998,43 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
     let (status, _, _) =
         through_proxy(&http, &domain, "/style.css", &[("if-none-match", &etag)]).await;
     assert_eq!(status, 304);
+    // A large file goes out with sendfile(2) on plain HTTP/1.1: every byte right, whole and
+    // in a range.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let big_path = site.docroot(&tenant, &domain).join("big.bin");
+    std::fs::write(&big_path, &big).unwrap();
+    std::os::unix::fs::chown(&big_path, Some(uid), None).unwrap();
+    let port = http
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let resolve = format!("{domain}:{port}:127.0.0.1");
+    let out = site.base.join("big.out");
+    let out_arg = out.display().to_string();
+    let url = format!("http://{domain}:{port}/big.bin");
+    curl_long(30, &["--resolve", &resolve, "-o", &out_arg, &url]);
+    assert!(
+        std::fs::read(&out).unwrap() == big,
+        "the large file arrived changed"
+    );
+    curl_long(
+        30,
+        &[
+            "--resolve",
+            &resolve,
+            "-r",
+            "1000-2600000",
+            "-o",
+            &out_arg,
+            &url,
+        ],
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == big[1000..=2_600_000],
+        "the range arrived changed"
+    );
 
     // What must never be served or run.
     let (status, _, body) = through_proxy(&http, &domain, "/.env", &[]).await;
