@@ -131,6 +131,35 @@ impl SendfileIo {
     }
 }
 
+impl SendfileIo {
+    fn poll_send_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            let sent = self.stream.try_io(Interest::WRITABLE, || {
+                nix::sys::socket::sendmsg::<()>(
+                    self.stream.as_raw_fd(),
+                    bufs,
+                    &[],
+                    nix::sys::socket::MsgFlags::from_bits_retain(nix::libc::MSG_MORE)
+                        | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
 impl AsyncRead for SendfileIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -164,7 +193,10 @@ impl AsyncWrite for SendfileIo {
         // from its file. A short count is fine: hyper calls again with the rest.
         match bufs.iter().position(|b| is_token(b)) {
             Some(0) => this.poll_send_part(cx, &bufs[0]),
-            Some(first) => Pin::new(&mut this.stream).poll_write_vectored(cx, &bufs[..first]),
+            // The bytes before a file part (the response head) are sent with MSG_MORE, so the
+            // kernel puts them in one segment with the file's first bytes, as nginx's
+            // `tcp_nopush` does.
+            Some(first) => this.poll_send_more(cx, &bufs[..first]),
             None => Pin::new(&mut this.stream).poll_write_vectored(cx, bufs),
         }
     }
