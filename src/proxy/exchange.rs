@@ -492,8 +492,13 @@ impl Upstream {
             },
             (ReadSide::Half(rd), Pump::Running(handle)) => {
                 // php-fpm answered before the pump saw its last write complete; only a
-                // pump that has finished by now leaves the connection usable.
+                // pump that has finished by now leaves the connection usable. One still
+                // running is stopped: the body it is still sending has no reader.
                 use futures_util::FutureExt;
+                if !handle.is_finished() {
+                    handle.abort();
+                    return;
+                }
                 match handle.now_or_never() {
                     Some(Ok(Ok(wr))) => match rd.reunite(wr) {
                         Ok(stream) => stream,

@@ -1502,6 +1502,25 @@ async fn php_bodies_stream_in_bounded_memory_and_a_gone_client_aborts_the_script
     );
     assert_eq!(out, format!("209715200 {expected_sum}"), "{err}");
 
+    // A script that answers without reading its body: the answer comes back, the body's
+    // pump is stopped, and the pool serves the next request.
+    script(&site, &tenant, &domain, "early.php", "<?php echo 'early';");
+    let (out, err) = curl_long(
+        60,
+        &[
+            "--resolve",
+            &resolve,
+            "-T",
+            &upload_arg,
+            "-H",
+            "content-type: application/octet-stream",
+            &url("/early.php"),
+        ],
+    );
+    assert_eq!(out, "early", "{err}");
+    let (status, _, body) = through_proxy(&http, &domain, "/early.php", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "early"));
+
     // 1 GiB down.
     let (out, err) = curl_long(
         120,
