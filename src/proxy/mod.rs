@@ -5,6 +5,7 @@
 //! panel on a unix socket) and logged per vhost off the request path.
 
 pub mod access_log;
+pub mod deadline;
 pub mod exchange;
 pub mod metrics;
 mod observe;

@@ -4,6 +4,7 @@
 //! and the access logs reopened on SIGUSR1.
 
 use super::access_log::AccessLog;
+use super::deadline::{Deadline, SEND_TIMEOUT};
 use super::metrics::Metrics;
 use super::routes::{Snapshot, Table};
 use super::sendfile::{Sendfile, SendfileIo};
@@ -301,7 +302,7 @@ async fn accept(
                 None => {
                     let parts = Sendfile::default();
                     serve_connection(
-                        SendfileIo::new(stream, parts.clone()),
+                        Deadline::new(SendfileIo::new(stream, parts.clone()), SEND_TIMEOUT),
                         Conn {
                             peer,
                             local,
@@ -315,6 +316,7 @@ async fn accept(
                 }
                 Some(acceptor) => {
                     // A handshake that stalls must not hold the connection for ever.
+                    let stream = Deadline::new(stream, SEND_TIMEOUT);
                     let Ok(Ok(stream)) =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
                             .await
