@@ -907,15 +907,7 @@ async fn through_proxy(
 
 /// curl, for what reqwest here cannot do (TLS, HTTP/2): returns stdout and stderr.
 fn curl(args: &[&str]) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "10"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    curl_long(10, args)
 }
 
 #[tokio::test]
@@ -1399,7 +1391,7 @@ fn peak_rss_kib(pid: i32) -> u64 {
         .expect("VmHWM in /proc/<pid>/status")
 }
 
-/// curl with a longer time limit: (status line fields from `-w`, stderr).
+/// curl with a time limit of `secs`: returns stdout and stderr.
 fn curl_long(secs: u32, args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", &secs.to_string()])
