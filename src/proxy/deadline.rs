@@ -32,10 +32,6 @@ impl<I> Deadline<I> {
         }
     }
 
-    pub fn get_ref(&self) -> &I {
-        &self.io
-    }
-
     /// After a write returned `result`: a pending one starts or checks the clock.
     fn watch<T>(
         &mut self,

@@ -185,8 +185,8 @@ impl Records {
         }
     }
 
-    /// A whole record from the buffer, if one is there.
-    fn parse(&mut self) -> Result<Option<Event>, FcgiError> {
+    /// A whole record already in the buffer, if one is there, without reading.
+    pub fn buffered_event(&mut self) -> Result<Option<Event>, FcgiError> {
         if self.buf.len() < record::HEADER_LEN {
             return Ok(None);
         }
@@ -221,7 +221,7 @@ impl Records {
     /// The next record, reading as needed.
     pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, FcgiError>> {
         loop {
-            if let Some(event) = self.parse()? {
+            if let Some(event) = self.buffered_event()? {
                 return Poll::Ready(Ok(event));
             }
             if self.buf.capacity() - self.buf.len() < 1024 {
@@ -241,11 +241,6 @@ impl Records {
             }
             self.any = true;
         }
-    }
-
-    /// A record already in the buffer, without reading.
-    pub fn buffered_event(&mut self) -> Result<Option<Event>, FcgiError> {
-        self.parse()
     }
 
     pub async fn next(&mut self) -> Result<Event, FcgiError> {
@@ -406,8 +401,8 @@ impl Upstream {
                         return Err(FcgiError::Refused(end.protocol_status).into());
                     }
                     // Output without a blank line: from_cgi says what is wrong with it.
-                    let parsed = CgiHead::from_cgi(head, Vec::new(), end.app_status)?;
-                    let rest = parsed.body.clone();
+                    let mut parsed = CgiHead::from_cgi(head, Vec::new(), end.app_status)?;
+                    let rest = std::mem::take(&mut parsed.body);
                     self.finish();
                     return Ok((parsed, rest));
                 }

@@ -163,14 +163,6 @@ impl Pools {
         }
     }
 
-    /// Requests waiting for a worker of the pool on `socket`.
-    pub fn queued(&self, socket: &Path) -> usize {
-        let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools
-            .get(socket)
-            .map_or(0, |p| p.waiting.load(Ordering::Relaxed))
-    }
-
     /// Waits for a free worker of the pool (bounded queue, bounded wait).
     async fn lease(&self, socket: &Path, max_children: u32) -> Result<Lease, PhpError> {
         let pool = self.pool(socket, max_children.max(1));
