@@ -17,6 +17,10 @@
 # The machine this was written on has 2 cores and wrk shares them with the server under test;
 # every server gets the same wrk settings. See bench/README.md, section "Proxy".
 #
+# Every server writes an access log line per request in the combined format, as a hosting
+# panel sets them up (lodge always does): nginx buffered (64 KiB, flushed every second),
+# Apache with BufferedLogs. LOGS=0 turns nginx's and Apache's off (lodge's stays on).
+#
 # Environment: DURATION (10 s per run), WARMUP (3 s, an unrecorded run before each), THREADS (2),
 # CONNECTIONS (32), MAX_CHILDREN (8), NGINX_KEEPALIVE (max_children / nginx workers: the
 # upstream keepalive cache is per worker process), APACHE_CONN_MAX (max_children / Apache
@@ -26,7 +30,8 @@
 # at most WAIT_MAX seconds, until it has a line starting with EXIT, so that another job's
 # load does not distort the figures; unset by default), RESULTS (unset), ONLY_SERVERS (e.g.
 # "lodge nginx"), ONLY_ROWS (a part of a row's name, e.g. "4 KiB"), PROFILE (a path prefix:
-# `perf record -g` of lodge's proxy during each of its measured runs, to <prefix>.<file>).
+# `perf record -g` of lodge's proxy during each of its measured runs, to <prefix>.<file>), HOLD
+# (set: after set-up, wait until <base>/hold is removed, to look at the servers by hand).
 # Needs: wrk, nginx, apache2 (Debian packages), php-fpm, curl, jq.
 set -euo pipefail
 
@@ -45,6 +50,7 @@ FCGIBENCH=${FCGIBENCH:-1}
 WAIT_FOR=${WAIT_FOR:-}
 WAIT_MAX=${WAIT_MAX:-1500}
 RESULTS=${RESULTS:-}
+LOGS=${LOGS:-1}
 TENANT=benchp
 DOMAIN=bench.example
 PASSWORD=admin-password-1
@@ -226,7 +232,11 @@ events {
 http {
     include /etc/nginx/mime.types;
     default_type application/octet-stream;
-    access_log off;
+$(if [[ $LOGS == 1 ]]; then
+    echo "    access_log $BASE/nginx/access.log combined buffer=64k flush=1s;"
+else
+    echo "    access_log off;"
+fi)
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
@@ -305,6 +315,11 @@ EnableSendfile On
 EnableMMAP On
 FileETag MTime Size
 HostnameLookups Off
+$(if [[ $LOGS == 1 ]]; then
+    echo "LogFormat \"%h %l %u %t \\\"%r\\\" %>s %O \\\"%{Referer}i\\\" \\\"%{User-Agent}i\\\"\" combined"
+    echo "CustomLog $BASE/apache/access.log combined"
+    echo "BufferedLogs On"
+fi)
 <Directory />
     AllowOverride None
     Require all denied
@@ -378,6 +393,12 @@ if [[ -n $WAIT_FOR ]]; then
         sleep 30
     done
     log "waited $((SECONDS - t0)) s for $WAIT_FOR"
+fi
+
+if [[ -n ${HOLD:-} ]]; then
+    touch "$BASE/hold"
+    log "holding: lodge :$PORT_LODGE, nginx :$PORT_NGINX, apache :$PORT_APACHE (Host: $DOMAIN); rm $BASE/hold to go on"
+    while [[ -e $BASE/hold ]]; do sleep 1; done
 fi
 
 # Converts wrk's latency ("812.00us", "3.45ms", "1.02s") to milliseconds.

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod deadline;
 pub mod exchange;
+pub mod h1;
 pub mod metrics;
 mod observe;
 pub mod php;

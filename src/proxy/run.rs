@@ -5,6 +5,7 @@
 
 use super::access_log::AccessLog;
 use super::deadline::{Deadline, SEND_TIMEOUT};
+use super::h1::{self, ReqBody};
 use super::metrics::Metrics;
 use super::routes::{Snapshot, Table};
 use super::sendfile::{Sendfile, SendfileIo};
@@ -301,18 +302,20 @@ async fn accept(
             match tls {
                 None => {
                     let parts = Sendfile::default();
-                    serve_connection(
-                        Deadline::new(SendfileIo::new(stream, parts.clone()), SEND_TIMEOUT),
-                        Conn {
-                            peer,
-                            local,
-                            tls: false,
-                            sni: None,
-                            sendfile: Some(parts),
-                        },
-                        shared,
-                    )
-                    .await
+                    let conn = Conn {
+                        peer,
+                        local,
+                        tls: false,
+                        sni: None,
+                        sendfile: Some(parts.clone()),
+                    };
+                    let io = Deadline::new(SendfileIo::new(stream, parts), SEND_TIMEOUT);
+                    // Bodiless GET and HEAD on the lean path; the rest of the connection
+                    // goes to hyper from the first request that is not.
+                    let rest = h1::serve(io, |req| handle(shared.clone(), conn.clone(), req)).await;
+                    if let Some(rest) = rest {
+                        serve_connection(rest, conn, shared).await
+                    }
                 }
                 Some(acceptor) => {
                     // A handshake that stalls must not hold the connection for ever.
@@ -349,7 +352,10 @@ where
 {
     let service = service_fn(move |req| {
         let (shared, conn) = (shared.clone(), conn.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await) }
+        async move {
+            let req = req.map(ReqBody::Incoming);
+            Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await)
+        }
     });
     let _ = builder().serve_connection(TokioIo::new(io), service).await;
 }

@@ -31,7 +31,7 @@ pub const TOKEN_LEN: usize = 256 * 1024;
 static TOKEN: [u8; TOKEN_LEN] = [0; TOKEN_LEN];
 
 /// Whether `buf` lies within [`TOKEN`].
-fn is_token(buf: &[u8]) -> bool {
+pub fn is_token(buf: &[u8]) -> bool {
     let base = TOKEN.as_ptr() as usize;
     let at = buf.as_ptr() as usize;
     !buf.is_empty() && at >= base && at + buf.len() <= base + TOKEN_LEN

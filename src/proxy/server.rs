@@ -3,6 +3,7 @@
 
 use super::access_log::AccessLog;
 use super::exchange::Params;
+use super::h1::ReqBody;
 use super::metrics::Metrics;
 use super::observe::Observed;
 use super::php::{split_script, PhpError, Pools, RequestBody};
@@ -129,7 +130,7 @@ fn request_host<B>(req: &Request<B>) -> String {
 }
 
 /// Handles one request.
-pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<ReqBody>) -> Response<Body> {
     let tls = conn.tls;
     // One look at the routes per request: the answer and the HSTS decision share it.
     let host = request_host(&req);
@@ -151,7 +152,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
 async fn route(
     shared: Arc<Shared>,
     conn: Conn,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     host: String,
     found: Option<Arc<Route>>,
 ) -> Response<Body> {
@@ -324,10 +325,14 @@ fn too_large() -> Response<Body> {
 /// The request body, as it will go to php-fpm, and its length; or the answer that refuses
 /// it.
 async fn request_body(
-    body: Incoming,
+    body: ReqBody,
     limit: u64,
 ) -> Result<(RequestBody, Option<u64>), Response<Body>> {
     use hyper::body::Body as _;
+    let body: Incoming = match body {
+        ReqBody::Empty => return Ok((RequestBody::Empty, None)),
+        ReqBody::Incoming(body) => body,
+    };
     if body.is_end_stream() {
         return Ok((RequestBody::Empty, None));
     }
@@ -376,7 +381,7 @@ async fn php(
     shared: &Shared,
     route: &Route,
     conn: &Conn,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     host: &str,
     script: &str,
     path_info: &str,

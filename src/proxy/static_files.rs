@@ -98,12 +98,87 @@ pub struct StaticRequest<'a> {
 #[derive(Debug)]
 pub struct OpenedFile {
     file: Arc<File>,
+    facts: Arc<Facts>,
+}
+
+/// What `fstat` tells of a file that the responses depend on. Two equal stamps are taken as
+/// the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
     len: u64,
-    mtime_secs: i64,
-    mtime_nsec: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            len: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A file's stamp and what the responses derive from it. Kept with the open file in the
+/// thread's cache for as long as `fstat` gives the same stamp, so that a file served again
+/// costs one `fstat`: no formatting, and for a small file no read.
+#[derive(Debug)]
+struct Facts {
+    stamp: Stamp,
+    /// The strong entity tag, quotes included.
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+    /// The whole content of a file up to [`KEPT_CONTENT`] bytes, once read.
+    content: std::sync::OnceLock<Bytes>,
+}
+
+/// Files up to this size keep their content in the thread's cache while unchanged.
+const KEPT_CONTENT: u64 = 16 * 1024;
+/// The most content one thread keeps, counted since its cache last started over.
+const KEPT_BUDGET: usize = 8 << 20;
+
+thread_local! {
+    static KEPT_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Facts {
+    fn new(stamp: Stamp) -> Arc<Self> {
+        Arc::new(Self {
+            stamp,
+            etag: HeaderValue::from_str(&etag_of(&stamp, "")).expect("hex and quotes"),
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified(&stamp)))
+                .expect("an HTTP date is a valid header"),
+            content: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+fn etag_of(stamp: &Stamp, suffix: &str) -> String {
+    format!(
+        "\"{:x}-{:x}-{:x}{suffix}\"",
+        stamp.mtime.0, stamp.mtime.1, stamp.len
+    )
+}
+
+fn modified(stamp: &Stamp) -> SystemTime {
+    if stamp.mtime.0 >= 0 {
+        UNIX_EPOCH + Duration::new(stamp.mtime.0 as u64, stamp.mtime.1 as u32)
+    } else {
+        UNIX_EPOCH
+    }
 }
 
 impl OpenedFile {
+    fn new(file: Arc<File>, meta: &std::fs::Metadata) -> Self {
+        Self {
+            file,
+            facts: Facts::new(Stamp::of(meta)),
+        }
+    }
+
     /// The open file (read-only). Reads through it see the file that was checked, whatever
     /// has happened to the path since.
     pub fn file(&self) -> &File {
@@ -116,38 +191,34 @@ impl OpenedFile {
 
     /// The size at the time it was opened.
     pub fn len(&self) -> u64 {
-        self.len
+        self.facts.stamp.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The modification time at the time it was opened.
     pub fn modified(&self) -> SystemTime {
-        if self.mtime_secs >= 0 {
-            UNIX_EPOCH + Duration::new(self.mtime_secs as u64, self.mtime_nsec as u32)
-        } else {
-            UNIX_EPOCH
-        }
+        modified(&self.facts.stamp)
     }
 
     /// The strong entity tag, quotes included: `"<mtime-secs>-<mtime-nsec>-<size>"`, in
     /// lowercase hex.
     pub fn etag(&self) -> String {
-        self.etag_with("")
+        self.facts.etag.to_str().unwrap_or_default().to_owned()
     }
 
-    fn etag_with(&self, suffix: &str) -> String {
-        format!(
-            "\"{:x}-{:x}-{:x}{suffix}\"",
-            self.mtime_secs, self.mtime_nsec, self.len
-        )
+    fn etag_with(&self, suffix: &str) -> HeaderValue {
+        if suffix.is_empty() {
+            return self.facts.etag.clone();
+        }
+        HeaderValue::from_str(&etag_of(&self.facts.stamp, suffix)).expect("hex and quotes")
     }
 
     /// Whole seconds since the epoch, as `Last-Modified` and `If-Modified-Since` see it.
     fn mtime_secs(&self) -> i64 {
-        self.mtime_secs
+        self.facts.stamp.mtime.0
     }
 }
 
@@ -361,7 +432,11 @@ pub const FILE_REOPEN: Duration = Duration::from_secs(1);
 /// Files kept open per thread; past this the cache starts over.
 const FILE_CACHE: usize = 4096;
 
-type FileCache = std::collections::HashMap<(u64, String), (Arc<File>, std::time::Instant)>;
+/// Per docroot key, per path: the open file, when it was opened, and its facts.
+type FileCache = std::collections::HashMap<
+    u64,
+    std::collections::HashMap<String, (Arc<File>, std::time::Instant, Arc<Facts>)>,
+>;
 
 thread_local! {
     /// Files opened beneath docroots, by docroot key and path. Per thread: each proxy thread
@@ -370,8 +445,8 @@ thread_local! {
 }
 
 /// [`open_confined`], reusing a file this thread opened at the same path of the same docroot
-/// (`key`) within [`FILE_REOPEN`]. Only regular files are kept; what was refused or missing
-/// is looked up every time.
+/// (`key`) within [`FILE_REOPEN`], and what was derived from it while its stamp is the same.
+/// Only regular files are kept; what was refused or missing is looked up every time.
 fn open_file(root: BorrowedFd<'_>, key: Option<u64>, rel: &str) -> Lookup {
     let Some(key) = key else {
         return open_confined(root, rel);
@@ -379,31 +454,43 @@ fn open_file(root: BorrowedFd<'_>, key: Option<u64>, rel: &str) -> Lookup {
     let cached = FILES.with(|files| {
         let files = files.borrow();
         files
-            .get(&(key, rel.to_owned()))
-            .filter(|(_, at)| at.elapsed() < FILE_REOPEN)
-            .map(|(f, _)| f.clone())
+            .get(&key)
+            .and_then(|paths| paths.get(rel))
+            .filter(|(_, at, _)| at.elapsed() < FILE_REOPEN)
+            .map(|(f, _, facts)| (f.clone(), facts.clone()))
     });
-    if let Some(file) = cached {
-        return match file.metadata() {
-            Ok(meta) => Lookup::File(OpenedFile {
-                file,
-                len: meta.size(),
-                mtime_secs: meta.mtime(),
-                mtime_nsec: meta.mtime_nsec(),
-            }),
-            Err(e) => Lookup::Error(e),
+    if let Some((file, facts)) = cached {
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) => return Lookup::Error(e),
         };
+        if Stamp::of(&meta) == facts.stamp {
+            return Lookup::File(OpenedFile { file, facts });
+        }
+        let opened = OpenedFile::new(file, &meta);
+        FILES.with(|files| {
+            let mut files = files.borrow_mut();
+            if let Some(entry) = files.get_mut(&key).and_then(|paths| paths.get_mut(rel)) {
+                entry.2 = opened.facts.clone();
+            }
+        });
+        return Lookup::File(opened);
     }
     let found = open_confined(root, rel);
     if let Lookup::File(opened) = &found {
         FILES.with(|files| {
             let mut files = files.borrow_mut();
-            if files.len() >= FILE_CACHE {
+            if files.values().map(|paths| paths.len()).sum::<usize>() >= FILE_CACHE {
                 files.clear();
+                KEPT_BYTES.with(|kept| kept.set(0));
             }
-            files.insert(
-                (key, rel.to_owned()),
-                (opened.file.clone(), std::time::Instant::now()),
+            files.entry(key).or_default().insert(
+                rel.to_owned(),
+                (
+                    opened.file.clone(),
+                    std::time::Instant::now(),
+                    opened.facts.clone(),
+                ),
             );
         });
     }
@@ -511,12 +598,7 @@ fn classify(fd: OwnedFd) -> Lookup {
     ) {
         return Lookup::Error(e.into());
     }
-    Lookup::File(OpenedFile {
-        file: Arc::new(file),
-        len: meta.size(),
-        mtime_secs: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec(),
-    })
+    Lookup::File(OpenedFile::new(Arc::new(file), &meta))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -756,7 +838,7 @@ fn parse_accept_encoding(headers: &HeaderMap) -> Accepts {
 struct Chosen {
     file: OpenedFile,
     encoding: Option<Encoding>,
-    etag: String,
+    etag: HeaderValue,
 }
 
 fn serve_file(
@@ -794,15 +876,14 @@ fn serve_file(
             encoding: Some(encoding),
         },
         None => Chosen {
-            etag: file.etag(),
+            etag: file.etag_with(""),
             file,
             encoding: None,
         },
     };
 
-    let etag = HeaderValue::from_str(&chosen.etag).expect("hex and quotes");
-    let last_modified = HeaderValue::from_str(&httpdate::fmt_http_date(chosen.file.modified()))
-        .expect("an HTTP date is a valid header");
+    let etag = chosen.etag.clone();
+    let last_modified = chosen.file.facts.last_modified.clone();
     let common = |builder: hyper::http::response::Builder| {
         let mut builder = builder
             .header(header::ETAG, etag.clone())
@@ -890,7 +971,7 @@ fn serve_file(
     let body = if *req.method == Method::HEAD || len == 0 {
         empty()
     } else if len <= CHUNK as u64 {
-        match read_small(chosen.file.file(), start, len as usize) {
+        match read_kept(&chosen.file, start, len as usize) {
             Ok(bytes) => full(bytes),
             Err(e) => {
                 tracing::warn!(path = rel, error = %e, "reading a static file failed");
@@ -901,6 +982,28 @@ fn serve_file(
         stream_file(chosen.file.into_file(), start, len, sendfile.cloned())
     };
     builder.body(body).expect("valid response")
+}
+
+/// `len` bytes at `offset`: from the content kept for a small file, else read (and kept if
+/// that was the whole of a small file).
+fn read_kept(file: &OpenedFile, offset: u64, len: usize) -> io::Result<Bytes> {
+    let whole = offset == 0 && len as u64 == file.len();
+    if let Some(content) = file.facts.content.get() {
+        return Ok(content.slice(offset as usize..offset as usize + len));
+    }
+    let bytes = read_small(file.file(), offset, len)?;
+    if whole && file.len() <= KEPT_CONTENT && file.facts.content.set(bytes.clone()).is_ok() {
+        // Past the budget, the thread's cache starts over (and its content goes with it).
+        let over = KEPT_BYTES.with(|kept| {
+            kept.set(kept.get() + len);
+            kept.get() > KEPT_BUDGET
+        });
+        if over {
+            FILES.with(|files| files.borrow_mut().clear());
+            KEPT_BYTES.with(|kept| kept.set(0));
+        }
+    }
+    Ok(bytes)
 }
 
 /// Reads `len` bytes at `offset` with `pread` (usually a single call).
@@ -992,6 +1095,10 @@ impl hyper::body::Body for FileBody {
 // ---------------------------------------------------------------------------------------
 // Conditional requests and ranges.
 
+fn etag_str(chosen: &Chosen) -> &str {
+    chosen.etag.to_str().unwrap_or_default()
+}
+
 enum Precondition {
     Proceed,
     NotModified,
@@ -1001,7 +1108,7 @@ enum Precondition {
 fn evaluate_preconditions(headers: &HeaderMap, chosen: &Chosen) -> Precondition {
     // 1. If-Match (strong comparison), else 2. If-Unmodified-Since.
     if headers.contains_key(header::IF_MATCH) {
-        if !etag_list_matches(headers, header::IF_MATCH, &chosen.etag, true) {
+        if !etag_list_matches(headers, header::IF_MATCH, etag_str(chosen), true) {
             return Precondition::Failed;
         }
     } else if let Some(since) = header_date(headers, header::IF_UNMODIFIED_SINCE) {
@@ -1012,7 +1119,7 @@ fn evaluate_preconditions(headers: &HeaderMap, chosen: &Chosen) -> Precondition 
     // 3. If-None-Match (weak comparison), else 4. If-Modified-Since. Only GET and HEAD
     // reach here, so a match is 304.
     if headers.contains_key(header::IF_NONE_MATCH) {
-        if etag_list_matches(headers, header::IF_NONE_MATCH, &chosen.etag, false) {
+        if etag_list_matches(headers, header::IF_NONE_MATCH, etag_str(chosen), false) {
             return Precondition::NotModified;
         }
     } else if let Some(since) = header_date(headers, header::IF_MODIFIED_SINCE) {
