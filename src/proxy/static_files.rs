@@ -1049,13 +1049,14 @@ impl hyper::body::Body for FileBody {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want = self.remaining.min(STREAM_CHUNK as u64) as usize;
         if let Some(sendfile) = &self.sendfile {
+            let want = self.remaining.min(super::sendfile::TOKEN_LEN as u64) as usize;
             let token = sendfile.token(self.file.clone(), self.offset, want);
             self.offset += token.len() as u64;
             self.remaining -= token.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(token))));
         }
+        let want = self.remaining.min(STREAM_CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(want);
         let read = loop {
             match self.file.read_at(&mut buf, self.offset) {
