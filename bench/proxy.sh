@@ -21,7 +21,7 @@
 # panel sets them up (lodge always does): nginx buffered (64 KiB, flushed every second),
 # Apache with BufferedLogs. LOGS=0 turns nginx's and Apache's off (lodge's stays on).
 #
-# Environment: DURATION (10 s per run), WARMUP (3 s, an unrecorded run before each), THREADS (2),
+# Environment: ROUNDS (1: runs per server and row, the median reported), DURATION (10 s per run), WARMUP (3 s, an unrecorded run before each), THREADS (2),
 # CONNECTIONS (32), MAX_CHILDREN (8), NGINX_KEEPALIVE (max_children / nginx workers: the
 # upstream keepalive cache is per worker process), APACHE_CONN_MAX (max_children / Apache
 # processes: the connection pool is per child), PORT_LODGE/PORT_NGINX/PORT_APACHE
@@ -51,6 +51,7 @@ WAIT_FOR=${WAIT_FOR:-}
 WAIT_MAX=${WAIT_MAX:-1500}
 RESULTS=${RESULTS:-}
 LOGS=${LOGS:-1}
+ROUNDS=${ROUNDS:-1}
 TENANT=benchp
 DOMAIN=bench.example
 PASSWORD=admin-password-1
@@ -411,35 +412,69 @@ to_ms() {
         else printf "?" }'
 }
 
-declare -A RPS P99 NOTE
+declare -A RPS P99 NOTE ALL
 run_wrk() { # server path secs -> wrk output on stdout
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${3}s" --latency -H "Host: $DOMAIN" \
         "http://127.0.0.1:$(port_of "$1")$2"
 }
 
+# Apache's kept FastCGI connections (enablereuse) are closed only when its connection pool
+# is used again, however old: once Apache has run PHP, they hold php-fpm's workers and the
+# next server finds the pool taken. A restart (SIGHUP: the children exit, closing them) frees
+# the workers; Apache is back when it answers again.
+release_apache_workers() {
+    kill -HUP "$APACHE_PID"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        sleep 0.1
+        if curl -fsS -o /dev/null -H "Host: $DOMAIN" "http://127.0.0.1:$PORT_APACHE/4k.bin" 2>/dev/null; then
+            return
+        fi
+    done
+    die "apache did not come back after a restart"
+}
+
 # Rows outer, servers inner: the three servers of a row are measured minutes apart at most.
+# With ROUNDS > 1 each row measures the servers in turn ROUNDS times, and the run with the
+# median req/s of each server stands for it (this machine's figures vary by a tenth or more
+# from one run to the next).
 for row in "${ROWS[@]}"; do
     IFS=: read -r name path _ <<<"$row"
-    for s in "${SERVERS[@]}"; do
-        # Kept FastCGI connections of the previous server (idle timeout 2 s for all three)
-        # must be gone, or they would hold php-fpm workers.
-        sleep 3
-        run_wrk "$s" "$path" "$WARMUP" >/dev/null
-        if [[ $s == lodge && -n ${PROFILE:-} ]]; then
-            proxy_pid=$(pgrep -u lodge-www -f 'lodge proxy$' | head -n 1)
-            perf record -F 1999 -g -o "$PROFILE.$(basename "$path")" -p "$proxy_pid" -- sleep "$DURATION" \
-                >/dev/null 2>&1 &
-            perf_pid=$!
-        fi
-        out=$(run_wrk "$s" "$path" "$DURATION")
-        if [[ -n ${perf_pid:-} ]]; then wait "$perf_pid" || true; perf_pid=; fi
-        printf '%s\n' "== $s $path" "$out" >>"$BASE/wrk.log"
-        RPS[$s,$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
-        P99[$s,$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-        errs=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | paste -sd';' || true)
-        if [[ -n $errs ]]; then NOTE[$s,$name]=$errs; fi
-        log "$s $path: ${RPS[$s,$name]} req/s, p99 ${P99[$s,$name]} ms${errs:+ ($errs)}"
+    declare -A RUNS=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for s in "${SERVERS[@]}"; do
+            # Kept FastCGI connections of the previous server (idle timeout 2 s for all three)
+            # must be gone, or they would hold php-fpm workers.
+            sleep 3
+            run_wrk "$s" "$path" "$WARMUP" >/dev/null
+            if [[ $s == lodge && -n ${PROFILE:-} && $round == 1 ]]; then
+                proxy_pid=$(pgrep -u lodge-www -f 'lodge proxy$' | head -n 1)
+                perf record -F 1999 -g -o "$PROFILE.$(basename "$path")" -p "$proxy_pid" -- sleep "$DURATION" \
+                    >/dev/null 2>&1 &
+                perf_pid=$!
+            fi
+            out=$(run_wrk "$s" "$path" "$DURATION")
+            if [[ -n ${perf_pid:-} ]]; then wait "$perf_pid" || true; perf_pid=; fi
+            printf '%s\n' "== $s $path (round $round)" "$out" >>"$BASE/wrk.log"
+            rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
+            p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+            errs=$(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr -s ' ' | paste -sd';' || true)
+            RUNS[$s]+="$rps $p99 ${errs// /_}"$'\n'
+            log "$s $path (round $round): $rps req/s, p99 $p99 ms${errs:+ ($errs)}"
+            if [[ $s == apache && $path == *.php ]]; then release_apache_workers; fi
+        done
     done
+    for s in "${SERVERS[@]}"; do
+        # The median run by req/s (the upper one of an even count).
+        read -r rps p99 errs < <(sort -n <<<"${RUNS[$s]%$'\n'}" | awk -v n="$ROUNDS" 'NR == int(n / 2) + 1')
+        RPS[$s,$name]=$rps
+        P99[$s,$name]=$p99
+        if [[ -n $errs ]]; then NOTE[$s,$name]=${errs//_/ }; fi
+        if ((ROUNDS > 1)); then
+            ALL[$s,$name]=$(awk '{print $1}' <<<"${RUNS[$s]%$'\n'}" | paste -sd' ')
+        fi
+    done
+    unset RUNS
 done
 
 FCGI_LINE=
@@ -476,6 +511,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
             "| $(ratio "${RPS[lodge,$name]}" "${RPS[apache,$name]}") |"
     done
     for k in "${!NOTE[@]}"; do echo "note: ${k/,/ }: ${NOTE[$k]}"; done
+    if ((ROUNDS > 1)); then
+        echo
+        echo "each figure is the median of $ROUNDS runs; all runs' req/s:"
+        for row in "${ROWS[@]}"; do
+            IFS=: read -r name _ _ <<<"$row"
+            for s in "${SERVERS[@]}"; do echo "- $name, $s: ${ALL[$s,$name]}"; done
+        done
+    fi
     if [[ -n $FCGI_LINE ]]; then
         echo
         echo "fcgibench (the pool alone, no HTTP, 16 kept connections, 5 s): $FCGI_LINE"

@@ -33,7 +33,7 @@ pub const HEAD_LIMIT: usize = 64 * 1024;
 /// response (slowloris; an idle kept-alive connection is closed after this too).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header fields a request may carry here; one with more goes to hyper.
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 32;
 /// Body bytes that go out in the same write as the response head.
 const COALESCE: usize = 16 * 1024;
 

@@ -133,6 +133,8 @@ struct Facts {
     last_modified: HeaderValue,
     /// The whole content of a file up to [`KEPT_CONTENT`] bytes, once read.
     content: std::sync::OnceLock<Bytes>,
+    /// `Content-Type` for the path the file was opened at, and whether it compresses.
+    content_type: std::sync::OnceLock<(HeaderValue, bool)>,
 }
 
 /// Files up to this size keep their content in the thread's cache while unchanged.
@@ -152,6 +154,7 @@ impl Facts {
             last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified(&stamp)))
                 .expect("an HTTP date is a valid header"),
             content: std::sync::OnceLock::new(),
+            content_type: std::sync::OnceLock::new(),
         })
     }
 }
@@ -850,7 +853,11 @@ fn serve_file(
     sendfile: Option<&Sendfile>,
 ) -> Response<Body> {
     let headers = req.headers;
-    let (content_type, compressible) = content_type(rel);
+    let (content_type, compressible) = file
+        .facts
+        .content_type
+        .get_or_init(|| content_type(rel))
+        .clone();
 
     // Precompressed siblings: `<file>.br`, then `<file>.gz`, regular files beneath the
     // docroot like anything else. Probing stops once one is chosen (which already means
@@ -884,15 +891,13 @@ fn serve_file(
 
     let etag = chosen.etag.clone();
     let last_modified = chosen.file.facts.last_modified.clone();
-    let common = |builder: hyper::http::response::Builder| {
-        let mut builder = builder
-            .header(header::ETAG, etag.clone())
-            .header(header::LAST_MODIFIED, last_modified.clone());
-        if vary {
-            builder = builder.header(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        }
-        builder
-    };
+    // The fields every answer about the representation carries.
+    let mut fields = HeaderMap::with_capacity(10);
+    fields.insert(header::ETAG, etag.clone());
+    fields.insert(header::LAST_MODIFIED, last_modified.clone());
+    if vary {
+        fields.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
 
     // Preconditions, in the order of RFC 9110 §13.2.2.
     match evaluate_preconditions(headers, &chosen) {
@@ -907,9 +912,7 @@ fn serve_file(
             return response;
         }
         Precondition::NotModified => {
-            return common(Response::builder().status(StatusCode::NOT_MODIFIED))
-                .body(empty())
-                .expect("valid response");
+            return with_fields(StatusCode::NOT_MODIFIED, fields, empty());
         }
     }
 
@@ -924,30 +927,32 @@ fn serve_file(
         RangeRequest::Whole
     };
 
-    let mut builder = common(Response::builder())
-        .header(header::CONTENT_TYPE, content_type)
-        .header(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        )
-        .header(
-            header::ACCEPT_RANGES,
-            HeaderValue::from_static(if chosen.encoding.is_some() {
-                "none"
-            } else {
-                "bytes"
-            }),
-        );
+    fields.insert(header::CONTENT_TYPE, content_type);
+    fields.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    fields.insert(
+        header::ACCEPT_RANGES,
+        HeaderValue::from_static(if chosen.encoding.is_some() {
+            "none"
+        } else {
+            "bytes"
+        }),
+    );
     if let Some(encoding) = chosen.encoding {
-        builder = builder.header(header::CONTENT_ENCODING, encoding.token());
+        fields.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(encoding.token()),
+        );
     }
 
     let (status, start, len) = match range {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { first, last } => {
-            builder = builder.header(
+            fields.insert(
                 header::CONTENT_RANGE,
-                format!("bytes {first}-{last}/{size}"),
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{size}")).expect("digits"),
             );
             (StatusCode::PARTIAL_CONTENT, first, last - first + 1)
         }
@@ -966,7 +971,7 @@ fn serve_file(
             return response;
         }
     };
-    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+    fields.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 
     let body = if *req.method == Method::HEAD || len == 0 {
         empty()
@@ -981,7 +986,14 @@ fn serve_file(
     } else {
         stream_file(chosen.file.into_file(), start, len, sendfile.cloned())
     };
-    builder.body(body).expect("valid response")
+    with_fields(status, fields, body)
+}
+
+fn with_fields(status: StatusCode, fields: HeaderMap, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = fields;
+    response
 }
 
 /// `len` bytes at `offset`: from the content kept for a small file, else read (and kept if
