@@ -990,6 +990,30 @@ async fn the_proxy_serves_sites_statically_and_through_php() {
     let (status, _, _) =
         through_proxy(&http, &domain, "/style.css", &[("if-none-match", &etag)]).await;
     assert_eq!(status, 304);
+    // Pipelined on one connection: GET and HEAD on the lean path, then a POST (hyper takes
+    // the connection from there, with the bytes already read), then a GET hyper answers.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = http.trim_start_matches("http://");
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let requests = format!(
+            "GET /style.css HTTP/1.1\r\nHost: {domain}\r\n\r\n\
+             HEAD /style.css HTTP/1.1\r\nHost: {domain}\r\n\r\n\
+             POST /info.php/p HTTP/1.1\r\nHost: {domain}\r\nContent-Length: 3\r\n\r\nabc\
+             GET /style.css HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(requests.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+            .await
+            .expect("the proxy closes after Connection: close")
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(got.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{got}");
+        assert_eq!(got.matches("body { color: teal }").count(), 2, "{got}");
+        assert!(got.contains("pi=/p https=off"), "{got}");
+        assert!(got.ends_with("body { color: teal }"), "{got}");
+    }
     // A large file goes out with sendfile(2) on plain HTTP/1.1: every byte right, whole and
     // in a range.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
