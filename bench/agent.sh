@@ -36,11 +36,8 @@ RESULTS=${RESULTS:-}
 BASE=/tmp/lodge-bench-agent-$$
 LOG_FILTER='info,sqlx=warn,tower_http=warn'
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 [[ $EUID -eq 0 ]] || die "run as root (the agent creates users and starts php-fpm masters)"
 [[ $PREFIX =~ ^[a-z][a-z0-9]{1,8}$ ]] || die "PREFIX must match ^[a-z][a-z0-9]{1,8}\$"

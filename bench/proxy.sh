@@ -62,11 +62,8 @@ NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-$(( MAX_CHILDREN / NGINX_WORKERS > 0 ? MAX_CH
 APACHE_PROCS=2
 APACHE_CONN_MAX=${APACHE_CONN_MAX:-$(( MAX_CHILDREN / APACHE_PROCS ))}
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
 
 [[ $EUID -eq 0 ]] || die "run as root (lodge's agent creates the tenant's user and php-fpm master)"
 for tool in wrk nginx apache2 curl jq getent setsid; do
