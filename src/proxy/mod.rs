@@ -36,3 +36,19 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     full(Bytes::new())
 }
+
+thread_local! {
+    static EVENT_LOOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks this thread as the proxy's event loop `i` (see [`run`]); unmarked threads are 0.
+pub fn set_loop(i: usize) {
+    EVENT_LOOP.with(|l| l.set(i));
+}
+
+/// The event loop this thread runs. What wakes a loop (a socket's readiness, a task handed
+/// a permit) is cheapest from that loop itself, so the FastCGI pools keep their connections
+/// and waiters per loop.
+pub fn current_loop() -> usize {
+    EVENT_LOOP.with(|l| l.get())
+}

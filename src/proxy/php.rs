@@ -10,14 +10,13 @@ use crate::fastcgi::record::{self, RecordType};
 use crate::fastcgi::FcgiError;
 use bytes::Bytes;
 use hyper::body::Incoming;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 /// How long a request may wait for a free worker before it is refused.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(10);
@@ -48,17 +47,131 @@ pub enum PhpError {
 
 struct Pool {
     socket: PathBuf,
-    permits: Arc<Semaphore>,
     max: usize,
-    waiting: AtomicUsize,
-    idle: Mutex<Vec<(UnixStream, Instant)>>,
+    gate: Mutex<Gate>,
+}
+
+impl Pool {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A pool's permits (one per php-fpm worker), the requests waiting for one and the kept
+/// connections, the last two by event loop: a socket wakes the loop it is registered with,
+/// so a loop that leases its own connections and hands permits to its own waiters never has
+/// to wake another thread.
+#[derive(Default)]
+struct Gate {
+    /// Permits no request holds.
+    free: usize,
+    /// Requests waiting for a permit, by event loop, oldest first.
+    waiters: Vec<VecDeque<Waiter>>,
+    waiting: usize,
+    /// Kept connections, by the event loop they are registered with.
+    idle: Vec<Vec<(UnixStream, Instant)>>,
+    next_id: u64,
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    grant: oneshot::Sender<()>,
+}
+
+/// A permit goes to a waiter of the loop that released it, unless another loop's oldest
+/// waiter has waited this much longer: loops with more requests draw permits to them.
+const LOCAL_SLACK: Duration = Duration::from_millis(5);
+
+fn slot<T: Default>(list: &mut Vec<T>, i: usize) -> &mut T {
+    if list.len() <= i {
+        list.resize_with(i + 1, T::default);
+    }
+    &mut list[i]
+}
+
+impl Gate {
+    /// Hands a permit given back on loop `here` to the next waiter, or keeps it free.
+    fn release(&mut self, here: usize) {
+        loop {
+            let oldest = |q: &VecDeque<Waiter>| q.front().map(|w| w.since);
+            let local = self.waiters.get(here).and_then(oldest);
+            let remote = (0..self.waiters.len())
+                .filter(|&i| i != here)
+                .filter_map(|i| Some((i, oldest(&self.waiters[i])?)))
+                .min_by_key(|&(_, since)| since);
+            let pick = match (local, remote) {
+                (Some(l), Some((i, r))) if r + LOCAL_SLACK < l => i,
+                (Some(_), _) => here,
+                (None, Some((i, _))) => i,
+                (None, None) => {
+                    self.free += 1;
+                    return;
+                }
+            };
+            let Some(w) = self.waiters[pick].pop_front() else {
+                return;
+            };
+            self.waiting -= 1;
+            if w.grant.send(()).is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// A kept connection: one of loop `here`, else one of the loop that keeps the most
+    /// (`true`: it must be moved to this loop).
+    fn take_idle(&mut self, here: usize) -> Option<(UnixStream, bool)> {
+        if let Some((s, _)) = self.idle.get_mut(here).and_then(Vec::pop) {
+            return Some((s, false));
+        }
+        let most = self
+            .idle
+            .iter_mut()
+            .filter(|l| !l.is_empty())
+            .max_by_key(|l| l.len())?;
+        most.pop().map(|(s, _)| (s, true))
+    }
 }
 
 /// A request's place in a pool: a permit (one of `pm.max_children`) and, given back at a
 /// clean end, the connection it used.
 pub struct Lease {
     pool: Arc<Pool>,
-    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.gate().release(super::current_loop());
+    }
+}
+
+/// A request in a pool's queue; dropped before it was granted a permit (the wait ran out,
+/// or the client went away) it leaves the queue, and a permit granted meanwhile goes on.
+struct Queued {
+    pool: Arc<Pool>,
+    here: usize,
+    id: u64,
+    grant: oneshot::Receiver<()>,
+    granted: bool,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if self.granted {
+            return;
+        }
+        // `grant` lives until this returns: a permit sent before the lock was taken arrived.
+        let mut gate = self.pool.gate();
+        let queue = slot(&mut gate.waiters, self.here);
+        match queue.iter().position(|w| w.id == self.id) {
+            Some(at) => {
+                queue.remove(at);
+                gate.waiting -= 1;
+            }
+            None => gate.release(self.here),
+        }
+    }
 }
 
 impl Lease {
@@ -66,28 +179,29 @@ impl Lease {
         &self.pool.socket
     }
 
-    /// Keeps `stream` for the next request.
+    /// Keeps `stream` for the next request of this event loop.
     pub fn give_back(self, stream: UnixStream) {
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((stream, Instant::now()));
+        let mut gate = self.pool.gate();
+        slot(&mut gate.idle, super::current_loop()).push((stream, Instant::now()));
     }
 
     /// A kept connection that is still open, or a new one.
     async fn connection(&self) -> Result<(UnixStream, bool), PhpError> {
+        let here = super::current_loop();
         loop {
-            let kept = self
-                .pool
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
-            match kept {
-                Some((stream, _)) if still_open(&stream) => return Ok((stream, true)),
-                Some(_) => continue,
+            let kept = self.pool.gate().take_idle(here);
+            let stream = match kept {
                 None => return Ok((connect(&self.pool.socket).await?, false)),
+                Some((stream, false)) => stream,
+                // Kept by another loop: registered here instead, so that its answers
+                // wake this loop.
+                Some((stream, true)) => match stream.into_std().and_then(UnixStream::from_std) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+            };
+            if still_open(&stream) {
+                return Ok((stream, true));
             }
         }
     }
@@ -124,10 +238,11 @@ impl Pools {
             _ => {
                 let p = Arc::new(Pool {
                     socket: socket.to_owned(),
-                    permits: Arc::new(Semaphore::new(max as usize)),
                     max: max as usize,
-                    waiting: Default::default(),
-                    idle: Mutex::new(Vec::new()),
+                    gate: Mutex::new(Gate {
+                        free: max as usize,
+                        ..Gate::default()
+                    }),
                 });
                 pools.insert(socket.to_owned(), p.clone());
                 p
@@ -135,14 +250,21 @@ impl Pools {
         }
     }
 
-    /// Requests waiting for a worker, by pool socket.
-    pub fn queues(&self) -> Vec<(PathBuf, usize)> {
+    fn all(&self) -> Vec<Arc<Pool>> {
         self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Requests waiting for a worker, by pool socket.
+    pub fn queues(&self) -> Vec<(PathBuf, usize)> {
+        self.all()
+            .into_iter()
             .map(|p| {
-                let waiting = p.waiting.load(std::sync::atomic::Ordering::Relaxed);
+                let waiting = p.gate().waiting;
                 (p.socket.clone(), waiting)
             })
             .collect()
@@ -150,42 +272,51 @@ impl Pools {
 
     /// Closes kept connections idle for longer than `IDLE_KEEP`; run every second or so.
     pub fn sweep(&self) {
-        let pools: Vec<Arc<Pool>> = self
-            .pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for pool in pools {
-            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|(_, since)| since.elapsed() < IDLE_KEEP);
+        for pool in self.all() {
+            for idle in &mut pool.gate().idle {
+                idle.retain(|(_, since)| since.elapsed() < IDLE_KEEP);
+            }
         }
     }
 
     /// Waits for a free worker of the pool (bounded queue, bounded wait).
     async fn lease(&self, socket: &Path, max_children: u32) -> Result<Lease, PhpError> {
         let pool = self.pool(socket, max_children.max(1));
-        if pool.waiting.load(Ordering::Relaxed) >= pool.max * QUEUE_PER_WORKER {
-            return Err(PhpError::Saturated);
-        }
-        let permit = match pool.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                pool.waiting.fetch_add(1, Ordering::Relaxed);
-                let permit =
-                    tokio::time::timeout(QUEUE_WAIT, pool.permits.clone().acquire_owned()).await;
-                pool.waiting.fetch_sub(1, Ordering::Relaxed);
-                match permit {
-                    Ok(Ok(p)) => p,
-                    _ => return Err(PhpError::Saturated),
-                }
+        let here = super::current_loop();
+        let mut queued = {
+            let mut gate = pool.gate();
+            if gate.free > 0 {
+                gate.free -= 1;
+                drop(gate);
+                return Ok(Lease { pool });
+            }
+            if gate.waiting >= pool.max * QUEUE_PER_WORKER {
+                return Err(PhpError::Saturated);
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = gate.next_id;
+            gate.next_id += 1;
+            gate.waiting += 1;
+            slot(&mut gate.waiters, here).push_back(Waiter {
+                id,
+                since: Instant::now(),
+                grant: tx,
+            });
+            Queued {
+                pool: pool.clone(),
+                here,
+                id,
+                grant: rx,
+                granted: false,
             }
         };
-        Ok(Lease {
-            pool,
-            _permit: permit,
-        })
+        match tokio::time::timeout(QUEUE_WAIT, &mut queued.grant).await {
+            Ok(Ok(())) => {
+                queued.granted = true;
+                Ok(Lease { pool })
+            }
+            _ => Err(PhpError::Saturated),
+        }
     }
 
     /// Runs one request on the tenant's pool: `params` are the CGI variables, `body` the
@@ -324,6 +455,45 @@ mod tests {
             Some(("/upload.jpg/x.php", ""))
         );
         assert_eq!(split_script("/style.css"), None);
+    }
+
+    /// Queues a waiter on loop `on` that has waited `ago`; its grant's receiver.
+    fn wait(gate: &mut Gate, on: usize, ago: Duration) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        gate.waiting += 1;
+        gate.next_id += 1;
+        slot(&mut gate.waiters, on).push_back(Waiter {
+            id: gate.next_id,
+            since: Instant::now() - ago,
+            grant: tx,
+        });
+        rx
+    }
+
+    #[test]
+    fn a_permit_goes_to_its_own_loop_unless_another_waited_much_longer() {
+        let mut gate = Gate::default();
+        let mut a = wait(&mut gate, 0, Duration::from_millis(1));
+        let mut b = wait(&mut gate, 1, Duration::from_millis(3));
+        // Loop 1's waiter is older, but not by LOCAL_SLACK: loop 0 keeps its permit.
+        gate.release(0);
+        assert!(a.try_recv().is_ok());
+        assert!(b.try_recv().is_err());
+        // A waiter far older than the local one is served first.
+        let mut c = wait(&mut gate, 0, Duration::ZERO);
+        let mut d = wait(&mut gate, 2, LOCAL_SLACK * 4);
+        gate.release(0);
+        assert!(d.try_recv().is_ok() && c.try_recv().is_err());
+        // With no waiter of its own, a loop hands its permit to another loop's: the oldest.
+        gate.release(3);
+        assert!(b.try_recv().is_ok() && c.try_recv().is_err());
+        gate.release(1);
+        assert!(c.try_recv().is_ok());
+        assert_eq!((gate.waiting, gate.free), (0, 0));
+        // A waiter that gave up is skipped; with nobody waiting the permit is free.
+        drop(wait(&mut gate, 1, Duration::ZERO));
+        gate.release(0);
+        assert_eq!((gate.waiting, gate.free), (0, 1));
     }
 
     use crate::fastcgi::record::{read_record, write_record, EndRequest, ProtocolStatus};
@@ -489,6 +659,6 @@ mod tests {
         write_record(&mut abort, RecordType::AbortRequest, 1, &[]);
         assert_eq!(rest, abort);
         // The permit came back: another request may start at once.
-        assert_eq!(pools.pool(&path, 1).permits.available_permits(), 1);
+        assert_eq!(pools.pool(&path, 1).gate().free, 1);
     }
 }

@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -145,17 +146,27 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
     if listeners.http.is_none() && listeners.https.is_none() {
         anyhow::bail!("both the HTTP and the HTTPS listener are off");
     }
+    let (loops, mut inboxes) = Loops::new(threads);
+    inboxes.reverse();
+    let first_inbox = inboxes.pop().expect("one loop at least");
     for i in 1..threads {
+        let inbox = inboxes.pop().expect("an inbox per loop");
         let http = listeners.http.as_ref().map(|l| l.try_clone()).transpose()?;
         let https = listeners
             .https
             .as_ref()
             .map(|l| l.try_clone())
             .transpose()?;
-        let (acceptor, shared, caps) = (acceptor.clone(), shared.clone(), caps.clone());
+        let (acceptor, shared, caps, loops) = (
+            acceptor.clone(),
+            shared.clone(),
+            caps.clone(),
+            loops.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("proxy-{i}"))
             .spawn(move || {
+                super::set_loop(i);
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -166,17 +177,19 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
                         return;
                     }
                 };
-                if let Err(e) = runtime.block_on(accept_all(http, https, acceptor, shared, caps)) {
+                let listeners = (http, https);
+                let run = accept_all(listeners, acceptor, shared, caps, (loops, i, inbox));
+                if let Err(e) = runtime.block_on(run) {
                     tracing::error!(error = %e, "a proxy thread stopped");
                 }
             })?;
     }
     let tasks = vec![tokio::spawn(accept_all(
-        listeners.http,
-        listeners.https,
+        (listeners.http, listeners.https),
         acceptor,
         shared.clone(),
         caps,
+        (loops, 0, first_inbox),
     ))];
     tokio::select! {
         _ = futures_util::future::join_all(tasks) => {}
@@ -250,35 +263,111 @@ impl Drop for Slot {
     }
 }
 
-/// The accept loops of one thread, on its runtime.
+/// A connection accepted on one event loop and handed to another.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    slot: Slot,
+    open: Open,
+}
+
+/// The event loops, each with its count of open connections and the way to hand it one.
+/// Every loop accepts, but a connection is served by the loop with the fewest open: which
+/// loop wakes first for a burst of new connections is chance, and with keep-alive an uneven
+/// share lasts (one core busy, the other half idle).
+struct Loops(
+    Vec<(
+        tokio::sync::mpsc::UnboundedSender<Accepted>,
+        Arc<AtomicUsize>,
+    )>,
+);
+
+type Inbox = tokio::sync::mpsc::UnboundedReceiver<Accepted>;
+
+impl Loops {
+    fn new(n: usize) -> (Arc<Self>, Vec<Inbox>) {
+        let (loops, inboxes) = (0..n)
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                ((tx, Arc::new(AtomicUsize::new(0))), rx)
+            })
+            .unzip();
+        (Arc::new(Self(loops)), inboxes)
+    }
+
+    /// The loop a new connection goes to: the one with the fewest open, `here` on a tie.
+    /// The connection is counted on it until the returned [`Open`] is dropped.
+    fn pick(&self, here: usize) -> (usize, Open) {
+        let count = |i: usize| self.0[i].1.load(Ordering::Relaxed);
+        let mut best = here;
+        for i in 0..self.0.len() {
+            if count(i) < count(best) {
+                best = i;
+            }
+        }
+        let counter = self.0[best].1.clone();
+        counter.fetch_add(1, Ordering::Relaxed);
+        (best, Open(counter))
+    }
+}
+
+/// A connection counted as open on its loop.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The accept loops of one thread, on its runtime, and the connections other loops hand it.
 async fn accept_all(
-    http: Option<std::net::TcpListener>,
-    https: Option<std::net::TcpListener>,
+    (http, https): (Option<std::net::TcpListener>, Option<std::net::TcpListener>),
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     caps: (Arc<PerClient>, Arc<PerClient>),
+    (loops, here, mut inbox): (Arc<Loops>, usize, Inbox),
 ) -> anyhow::Result<()> {
-    let mut loops = Vec::new();
+    let mut tasks = Vec::new();
     if let Some(l) = http {
         let l = tokio::net::TcpListener::from_std(l)?;
-        loops.push(tokio::spawn(accept(l, None, shared.clone(), caps.0)));
+        let to = (loops.clone(), here);
+        tasks.push(tokio::spawn(accept(l, None, shared.clone(), caps.0, to)));
     }
     if let (Some(l), Some(acceptor)) = (https, acceptor) {
         let l = tokio::net::TcpListener::from_std(l)?;
-        loops.push(tokio::spawn(accept(l, Some(acceptor), shared, caps.1)));
+        let to = (loops.clone(), here);
+        tasks.push(tokio::spawn(accept(
+            l,
+            Some(acceptor),
+            shared.clone(),
+            caps.1,
+            to,
+        )));
     }
-    futures_util::future::join_all(loops).await;
+    tasks.push(tokio::spawn(async move {
+        while let Some(a) = inbox.recv().await {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(a.stream) {
+                let conn = (stream, a.peer, a.local, a.tls);
+                tokio::spawn(serve_accepted(conn, shared.clone(), (a.slot, a.open)));
+            }
+        }
+    }));
+    futures_util::future::join_all(tasks).await;
     Ok(())
 }
 
-/// Accepts connections for ever; each is set up by `start` on a task of its own. With
-/// `tls`, connections are TLS (handshake on the connection's task); without, plain.
-/// `per_client` counts connections per address across every thread.
+/// Accepts connections for ever; each is served on a task of its own, on the loop
+/// [`Loops::pick`] chooses. With `tls`, connections are TLS (handshake on the connection's
+/// task); without, plain. `per_client` counts connections per address across every thread.
 async fn accept(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     per_client: Arc<PerClient>,
+    (loops, here): (Arc<Loops>, usize),
 ) {
     let local = listener
         .local_addr()
@@ -296,52 +385,75 @@ async fn accept(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (tls, shared) = (tls.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tls {
-                None => {
-                    let parts = Sendfile::default();
-                    let conn = Conn {
-                        peer,
-                        local,
-                        tls: false,
-                        sni: None,
-                        sendfile: Some(parts.clone()),
-                    };
-                    let io = Deadline::new(SendfileIo::new(stream, parts), SEND_TIMEOUT);
-                    // Bodiless GET and HEAD on the lean path; the rest of the connection
-                    // goes to hyper from the first request that is not.
-                    let rest = h1::serve(io, |req| handle(shared.clone(), conn.clone(), req)).await;
-                    if let Some(rest) = rest {
-                        serve_connection(rest, conn, shared).await
-                    }
-                }
-                Some(acceptor) => {
-                    // A handshake that stalls must not hold the connection for ever.
-                    let stream = Deadline::new(stream, SEND_TIMEOUT);
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                    else {
-                        return;
-                    };
-                    let sni = stream.get_ref().1.server_name().map(str::to_owned);
-                    serve_connection(
-                        stream,
-                        Conn {
-                            peer,
-                            local,
-                            tls: true,
-                            sni,
-                            sendfile: None,
-                        },
-                        shared,
-                    )
-                    .await
-                }
+        let (to, open) = loops.pick(here);
+        if to != here {
+            if let Ok(stream) = stream.into_std() {
+                let tls = tls.clone();
+                let a = Accepted {
+                    stream,
+                    peer,
+                    local,
+                    tls,
+                    slot,
+                    open,
+                };
+                // A loop that is gone cannot take it: the connection closes.
+                let _ = loops.0[to].0.send(a);
             }
-        });
+            continue;
+        }
+        let conn = (stream, peer, local, tls.clone());
+        tokio::spawn(serve_accepted(conn, shared.clone(), (slot, open)));
+    }
+}
+
+/// Serves one accepted connection until it closes.
+async fn serve_accepted(
+    (stream, peer, local, tls): (
+        tokio::net::TcpStream,
+        SocketAddr,
+        SocketAddr,
+        Option<tokio_rustls::TlsAcceptor>,
+    ),
+    shared: Arc<Shared>,
+    _counted: (Slot, Open),
+) {
+    match tls {
+        None => {
+            let parts = Sendfile::default();
+            let conn = Conn {
+                peer,
+                local,
+                tls: false,
+                sni: None,
+                sendfile: Some(parts.clone()),
+            };
+            let io = Deadline::new(SendfileIo::new(stream, parts), SEND_TIMEOUT);
+            // Bodiless GET and HEAD on the lean path; the rest of the connection goes to
+            // hyper from the first request that is not.
+            let rest = h1::serve(io, |req| handle(shared.clone(), conn.clone(), req)).await;
+            if let Some(rest) = rest {
+                serve_connection(rest, conn, shared).await
+            }
+        }
+        Some(acceptor) => {
+            // A handshake that stalls must not hold the connection for ever.
+            let stream = Deadline::new(stream, SEND_TIMEOUT);
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let sni = stream.get_ref().1.server_name().map(str::to_owned);
+            let conn = Conn {
+                peer,
+                local,
+                tls: true,
+                sni,
+                sendfile: None,
+            };
+            serve_connection(stream, conn, shared).await
+        }
     }
 }
 
@@ -379,6 +491,22 @@ fn builder() -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_go_to_the_loop_with_the_fewest_open() {
+        let (loops, _inboxes) = Loops::new(3);
+        let count = |i: usize| loops.0[i].1.load(Ordering::Relaxed);
+        // A burst accepted on loop 1 is spread evenly, loop 1 first on a tie.
+        let open: Vec<(usize, Open)> = (0..6).map(|_| loops.pick(1)).collect();
+        let to: Vec<usize> = open.iter().map(|(i, _)| *i).collect();
+        assert_eq!(to, [1, 0, 2, 1, 0, 2]);
+        assert_eq!((count(0), count(1), count(2)), (2, 2, 2));
+        // A closed connection makes room on its loop.
+        let mut open = open;
+        open.remove(4);
+        assert_eq!((count(0), count(1), count(2)), (1, 2, 2));
+        assert_eq!(loops.pick(2).0, 0);
+    }
 
     #[test]
     fn one_address_cannot_take_every_connection() {
