@@ -329,21 +329,23 @@ async fn write_response<I: AsyncWrite + Unpin>(
     out.extend_from_slice(b"\r\n");
 
     let mut sent = 0u64;
+    // The last frame of a sized body, not yet copied into `out`: a body of one frame (a
+    // small file, a short PHP answer) goes out with the head in one writev, uncopied.
+    let mut pending: Option<Bytes> = None;
     if !matches!(framing, Framing::None) {
         loop {
             // Whatever is waiting goes out before waiting for more of the body.
             let frame = match poll_once(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))).await {
                 Some(frame) => frame,
                 None => {
-                    write_all(io, &mut [IoSlice::new(out)]).await?;
-                    out.clear();
+                    flush(io, out, pending.take()).await?;
                     poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                 }
             };
             let data = match frame {
                 None => break,
                 Some(Err(e)) => {
-                    write_all(io, &mut [IoSlice::new(out)]).await?;
+                    flush(io, out, pending.take()).await?;
                     return Err(e);
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -357,12 +359,14 @@ async fn write_response<I: AsyncWrite + Unpin>(
                     return Err(io::Error::other("the body is longer than its length"))
                 }
                 Framing::Length(_) => {
+                    if let Some(before) = pending.take() {
+                        out.extend_from_slice(&before);
+                    }
                     // A token must reach the stream as it is (it stands for a file part).
                     if !is_token(&data) && out.len() + data.len() <= COALESCE {
-                        out.extend_from_slice(&data);
+                        pending = Some(data);
                     } else {
-                        write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?;
-                        out.clear();
+                        flush(io, out, Some(data)).await?;
                     }
                 }
                 Framing::Chunked => {
@@ -387,6 +391,9 @@ async fn write_response<I: AsyncWrite + Unpin>(
             }
         }
     }
+    if let Some(last) = pending.take() {
+        flush(io, out, Some(last)).await?;
+    }
     if matches!(framing, Framing::Chunked) {
         out.extend_from_slice(b"0\r\n\r\n");
     }
@@ -395,6 +402,20 @@ async fn write_response<I: AsyncWrite + Unpin>(
     // A body shorter than its length leaves the client waiting: the connection must close.
     let whole = !matches!(framing, Framing::Length(n) if sent != n);
     Ok(whole && !close)
+}
+
+/// Writes `out` and then `data`, in one call where the stream takes both; `out` is left empty.
+async fn flush<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    data: Option<Bytes>,
+) -> io::Result<()> {
+    match data {
+        Some(data) => write_all(io, &mut [IoSlice::new(out), IoSlice::new(&data)]).await?,
+        None => write_all(io, &mut [IoSlice::new(out)]).await?,
+    }
+    out.clear();
+    Ok(())
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

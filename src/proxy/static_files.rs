@@ -66,7 +66,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Files up to this size are read into memory in one read.
 pub const CHUNK: usize = 64 * 1024;
@@ -124,7 +124,7 @@ impl Stamp {
 
 /// A file's stamp and what the responses derive from it. Kept with the open file in the
 /// thread's cache for as long as `fstat` gives the same stamp, so that a file served again
-/// costs one `fstat`: no formatting, and for a small file no read.
+/// costs at most one `fstat`: no formatting, and for a small file no read.
 #[derive(Debug)]
 struct Facts {
     stamp: Stamp,
@@ -428,18 +428,26 @@ fn openat2_retrying(dirfd: RawFd, rel: &str, how: OpenHow) -> nix::Result<RawFd>
     }
 }
 
-/// How long an opened file is used again for the same path before it is opened anew (its
-/// size and times are read afresh every time): a file replaced by a rename is seen within
-/// this time, one changed in place at once.
+/// How long an opened file is used again for the same path before it is opened anew: a
+/// file replaced by a rename is seen within this time.
 pub const FILE_REOPEN: Duration = Duration::from_secs(1);
+/// How long what `fstat` said of a kept file is taken as still true: a file changed in
+/// place is seen within this time (nginx's `open_file_cache_valid` is a minute). A busy
+/// file then costs one `fstat` per this time and thread instead of one per request.
+pub const FILE_RECHECK: Duration = Duration::from_millis(50);
 /// Files kept open per thread; past this the cache starts over.
 const FILE_CACHE: usize = 4096;
 
-/// Per docroot key, per path: the open file, when it was opened, and its facts.
-type FileCache = std::collections::HashMap<
-    u64,
-    std::collections::HashMap<String, (Arc<File>, std::time::Instant, Arc<Facts>)>,
->;
+/// A file kept open: when it was opened and when `fstat`ed last, and its facts.
+struct Kept {
+    file: Arc<File>,
+    opened: Instant,
+    checked: Instant,
+    facts: Arc<Facts>,
+}
+
+/// Per docroot key, per path: the file kept open.
+type FileCache = std::collections::HashMap<u64, std::collections::HashMap<String, Kept>>;
 
 thread_local! {
     /// Files opened beneath docroots, by docroot key and path. Per thread: each proxy thread
@@ -454,27 +462,34 @@ fn open_file(root: BorrowedFd<'_>, key: Option<u64>, rel: &str) -> Lookup {
     let Some(key) = key else {
         return open_confined(root, rel);
     };
+    let now = Instant::now();
     let cached = FILES.with(|files| {
         let files = files.borrow();
-        files
+        let kept = files
             .get(&key)
             .and_then(|paths| paths.get(rel))
-            .filter(|(_, at, _)| at.elapsed() < FILE_REOPEN)
-            .map(|(f, _, facts)| (f.clone(), facts.clone()))
+            .filter(|k| now.duration_since(k.opened) < FILE_REOPEN)?;
+        let fresh = now.duration_since(kept.checked) < FILE_RECHECK;
+        Some((kept.file.clone(), kept.facts.clone(), fresh))
     });
-    if let Some((file, facts)) = cached {
+    if let Some((file, facts, fresh)) = cached {
+        if fresh {
+            return Lookup::File(OpenedFile { file, facts });
+        }
         let meta = match file.metadata() {
             Ok(meta) => meta,
             Err(e) => return Lookup::Error(e),
         };
-        if Stamp::of(&meta) == facts.stamp {
-            return Lookup::File(OpenedFile { file, facts });
-        }
-        let opened = OpenedFile::new(file, &meta);
+        let opened = if Stamp::of(&meta) == facts.stamp {
+            OpenedFile { file, facts }
+        } else {
+            OpenedFile::new(file, &meta)
+        };
         FILES.with(|files| {
             let mut files = files.borrow_mut();
-            if let Some(entry) = files.get_mut(&key).and_then(|paths| paths.get_mut(rel)) {
-                entry.2 = opened.facts.clone();
+            if let Some(kept) = files.get_mut(&key).and_then(|paths| paths.get_mut(rel)) {
+                kept.checked = now;
+                kept.facts = opened.facts.clone();
             }
         });
         return Lookup::File(opened);
@@ -487,14 +502,13 @@ fn open_file(root: BorrowedFd<'_>, key: Option<u64>, rel: &str) -> Lookup {
                 files.clear();
                 KEPT_BYTES.with(|kept| kept.set(0));
             }
-            files.entry(key).or_default().insert(
-                rel.to_owned(),
-                (
-                    opened.file.clone(),
-                    std::time::Instant::now(),
-                    opened.facts.clone(),
-                ),
-            );
+            let kept = Kept {
+                file: opened.file.clone(),
+                opened: now,
+                checked: now,
+                facts: opened.facts.clone(),
+            };
+            files.entry(key).or_default().insert(rel.to_owned(), kept);
         });
     }
     found
@@ -2089,7 +2103,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn kept_files_see_changes_in_place_at_once_and_replacements_within_a_second() {
+    async fn kept_files_see_changes_in_place_within_the_recheck_and_replacements_within_a_second() {
         let tree = Tree::new("kept");
         let path = tree.write("page.txt", "first");
         let root = open_docroot(&tree.root()).unwrap();
@@ -2105,8 +2119,15 @@ mod tests {
             r.into_body().collect().await.unwrap().to_bytes()
         };
         assert_eq!(&get().await[..], b"first");
-        // Rewritten in place (same inode): the new size and bytes at once.
+        // Rewritten in place (same inode): until the facts are checked again the old
+        // content may still be served, whole; after FILE_RECHECK the new size and bytes.
         std::fs::write(&path, "second, longer").unwrap();
+        let meanwhile = get().await;
+        assert!(
+            meanwhile[..] == b"first"[..] || meanwhile[..] == b"second, longer"[..],
+            "neither the old nor the new content: {meanwhile:?}"
+        );
+        std::thread::sleep(FILE_RECHECK + Duration::from_millis(10));
         assert_eq!(&get().await[..], b"second, longer");
         // Replaced by a rename (a new inode): the kept one may serve for up to a second.
         let new = tree.write("page.txt.new", "third");
