@@ -1,8 +1,9 @@
 //! Access logs, one file per vhost in the combined format, written off the request path.
 //!
-//! A request only puts a small record in a bounded queue (`try_send`: a full queue drops the
-//! line and counts it, a request never waits for the disk). One thread formats the records
-//! and appends them through buffered writers, flushed about once a second. On SIGUSR1 the
+//! A request only puts a small record in its event loop's bounded queue (a full queue drops
+//! the line and counts it, a request never waits for the disk; no loop shares a queue with
+//! another). One thread takes the queues' records every 50 ms, formats them and appends
+//! them through buffered writers, flushed about once a second. On SIGUSR1 the
 //! files are flushed and closed, and opened again (by name) at their next line: move a file
 //! away, send the signal, and the proxy starts a new one.
 //!
@@ -32,14 +33,13 @@ use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Records the queue holds before lines are dropped.
+/// Records an event loop's queue holds before lines are dropped.
 pub const QUEUE: usize = 8192;
-/// How often the logger thread looks at the queue: [`QUEUE`] lines per this is the most it
-/// takes without dropping any (160,000 a second).
+/// How often the logger thread takes the queues' records: [`QUEUE`] lines per this and loop
+/// is the most it takes without dropping any (160,000 a second per loop).
 const BATCH: Duration = Duration::from_millis(50);
 /// How often buffered lines reach the files.
 const FLUSH: Duration = Duration::from_secs(1);
@@ -80,14 +80,19 @@ pub struct Record {
     pub user_agent: Option<HeaderValue>,
 }
 
-enum Message {
-    Line(Box<Record>),
-    Stop,
+/// One event loop's records, on cache lines of its own.
+#[repr(align(128))]
+struct Lane(Mutex<Vec<Record>>);
+
+/// The queues between the event loops and the logger thread.
+struct Lanes {
+    lanes: Box<[Lane]>,
+    stop: AtomicBool,
 }
 
-/// The request side of the access log: a queue to the logger thread.
+/// The request side of the access log: a queue per event loop to the logger thread.
 pub struct AccessLog {
-    queue: SyncSender<Message>,
+    lanes: Arc<Lanes>,
     reopen: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -96,7 +101,13 @@ pub struct AccessLog {
 impl AccessLog {
     /// Starts the logger thread writing under `log_dir`.
     pub fn start(log_dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let (queue, rx) = sync_channel(QUEUE);
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = Arc::new(Lanes {
+            lanes: (0..loops.clamp(1, 64))
+                .map(|_| Lane(Mutex::new(Vec::new())))
+                .collect(),
+            stop: AtomicBool::new(false),
+        });
         let reopen = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             log_dir,
@@ -106,11 +117,14 @@ impl AccessLog {
             clock: Clock::default(),
             line: Vec::with_capacity(512),
         };
-        let thread = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer.run(rx))?;
+        let thread = {
+            let lanes = lanes.clone();
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || writer.run(&lanes))?
+        };
         Ok(Self {
-            queue,
+            lanes,
             reopen,
             metrics,
             thread: Mutex::new(Some(thread)),
@@ -119,12 +133,15 @@ impl AccessLog {
 
     /// Queues a line; never waits. A full queue drops the line and counts it.
     pub fn push(&self, record: Record) {
-        match self.queue.try_send(Message::Line(Box::new(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.log_dropped(Dropped::QueueFull)
-            }
+        let lanes = &self.lanes.lanes;
+        let lane = &lanes[super::current_loop() % lanes.len()];
+        let mut queue = lane.0.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= QUEUE {
+            drop(queue);
+            self.metrics.log_dropped(Dropped::QueueFull);
+            return;
         }
+        queue.push(record);
     }
 
     /// Flushes and closes every file; each is opened again, by name, at its next line.
@@ -134,7 +151,7 @@ impl AccessLog {
 
     /// Writes out what is queued and stops the thread (at shutdown).
     pub fn stop(&self) {
-        let _ = self.queue.send(Message::Stop);
+        self.lanes.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
         }
@@ -169,22 +186,26 @@ struct Writer {
 impl Writer {
     /// Wakes every [`BATCH`] and writes what has queued up meanwhile: the request path never
     /// wakes this thread (a wake-up per line cost more than the line).
-    fn run(mut self, rx: Receiver<Message>) {
+    fn run(mut self, lanes: &Arc<Lanes>) {
         let mut next_flush = Instant::now() + FLUSH;
+        let mut batch = Vec::new();
         loop {
             std::thread::sleep(BATCH);
-            loop {
-                match rx.try_recv() {
-                    Ok(Message::Line(record)) => self.write(&record),
-                    Ok(Message::Stop) | Err(TryRecvError::Disconnected) => {
-                        while let Ok(Message::Line(record)) = rx.try_recv() {
-                            self.write(&record);
-                        }
-                        self.flush_all();
-                        return;
-                    }
-                    Err(TryRecvError::Empty) => break,
+            // Read before the queues are taken: what was queued before `stop` is written.
+            let stopping = lanes.stop.load(Ordering::Acquire) || Arc::strong_count(lanes) == 1;
+            for lane in lanes.lanes.iter() {
+                // Swapped with the emptied batch of last time: no allocation once warm.
+                std::mem::swap(
+                    &mut *lane.0.lock().unwrap_or_else(|e| e.into_inner()),
+                    &mut batch,
+                );
+                for record in batch.drain(..) {
+                    self.write(&record);
                 }
+            }
+            if stopping {
+                self.flush_all();
+                return;
             }
             if self.reopen.swap(false, Ordering::Relaxed) {
                 self.flush_all();

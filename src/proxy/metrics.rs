@@ -57,28 +57,90 @@ const COMMON_STATUSES: [u16; 16] = [
     200, 204, 206, 301, 302, 304, 400, 403, 404, 413, 416, 499, 500, 502, 503, 504,
 ];
 
-/// One vhost's requests: counts by status and the duration histogram.
-#[derive(Default)]
-struct VhostStats {
+/// One event loop's share of a vhost's counts, on cache lines of its own: the loops count
+/// without taking turns at one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard {
     /// Counts of [`COMMON_STATUSES`], in that order.
     common: [AtomicU64; COMMON_STATUSES.len()],
-    /// (status, count) of the others; a handful of entries, so a vector beats a map.
-    statuses: Mutex<Vec<(u16, u64)>>,
     /// Per bucket (not cumulative); the last one is above every bound.
     buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     sum_micros: AtomicU64,
 }
 
-#[derive(Default)]
+/// One vhost's requests: counts by status and the duration histogram, in a shard per event
+/// loop (summed when rendered).
+#[derive(Debug)]
+pub struct VhostStats {
+    shards: Box<[Shard]>,
+    /// (status, count) of the others; a handful of entries, so a vector beats a map.
+    statuses: Mutex<Vec<(u16, u64)>>,
+}
+
+impl VhostStats {
+    fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| Shard::default()).collect(),
+            statuses: Mutex::default(),
+        }
+    }
+
+    /// Counts one answered request, in the shard of this thread's event loop.
+    pub fn request(&self, status: u16, elapsed: Duration) {
+        let shard = &self.shards[super::current_loop() % self.shards.len()];
+        if let Some(i) = COMMON_STATUSES.iter().position(|&s| s == status) {
+            shard.common[i].fetch_add(1, Ordering::Relaxed);
+        } else {
+            let mut statuses = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            match statuses.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => statuses.push((status, 1)),
+            }
+        }
+        let secs = elapsed.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        shard.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 pub struct Metrics {
     vhosts: RwLock<HashMap<String, Arc<VhostStats>>>,
     fastcgi_errors: Mutex<HashMap<(String, &'static str), u64>>,
     dropped_queue_full: AtomicU64,
     dropped_write_error: AtomicU64,
+    /// Shards per vhost: one per event loop the proxy may run (one per core).
+    shards: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            vhosts: RwLock::default(),
+            fastcgi_errors: Mutex::default(),
+            dropped_queue_full: AtomicU64::default(),
+            dropped_write_error: AtomicU64::default(),
+            shards: cores.clamp(1, 16),
+        }
+    }
 }
 
 impl Metrics {
-    fn vhost(&self, vhost: &str) -> Arc<VhostStats> {
+    /// The counts of a vhost (by primary domain), to be kept with its route.
+    pub fn vhost(&self, vhost: &str) -> Arc<VhostStats> {
         if let Some(s) = self
             .vhosts
             .read()
@@ -91,30 +153,13 @@ impl Metrics {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(vhost.to_owned())
-            .or_default()
+            .or_insert_with(|| Arc::new(VhostStats::new(self.shards)))
             .clone()
     }
 
     /// Counts one answered request.
     pub fn request(&self, vhost: &str, status: u16, elapsed: Duration) {
-        let stats = self.vhost(vhost);
-        if let Some(i) = COMMON_STATUSES.iter().position(|&s| s == status) {
-            stats.common[i].fetch_add(1, Ordering::Relaxed);
-        } else {
-            let mut statuses = stats.statuses.lock().unwrap_or_else(|e| e.into_inner());
-            match statuses.iter_mut().find(|(s, _)| *s == status) {
-                Some((_, n)) => *n += 1,
-                None => statuses.push((status, 1)),
-            }
-        }
-        let secs = elapsed.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|&bound| secs <= bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        stats.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.vhost(vhost).request(status, elapsed);
     }
 
     /// Counts a FastCGI failure of the tenant's pool, if `result` is one.
@@ -173,7 +218,7 @@ impl Metrics {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             for (i, &status) in COMMON_STATUSES.iter().enumerate() {
-                let n = stats.common[i].load(Ordering::Relaxed);
+                let n = stats.sum(|s| &s.common[i]);
                 if n > 0 {
                     statuses.push((status, n));
                 }
@@ -197,8 +242,8 @@ impl Metrics {
         for (vhost, stats) in &vhosts {
             let vhost = label(vhost);
             let mut cumulative = 0;
-            for (i, bucket) in stats.buckets.iter().enumerate() {
-                cumulative += bucket.load(Ordering::Relaxed);
+            for i in 0..=DURATION_BUCKETS.len() {
+                cumulative += stats.sum(|s| &s.buckets[i]);
                 let le = DURATION_BUCKETS
                     .get(i)
                     .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
@@ -207,7 +252,7 @@ impl Metrics {
                     "lodge_proxy_request_duration_seconds_bucket{{vhost=\"{vhost}\",le=\"{le}\"}} {cumulative}"
                 );
             }
-            let sum = stats.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let sum = stats.sum(|s| &s.sum_micros) as f64 / 1e6;
             let _ = writeln!(
                 out,
                 "lodge_proxy_request_duration_seconds_sum{{vhost=\"{vhost}\"}} {sum}"
@@ -315,7 +360,14 @@ mod tests {
     fn counters_histogram_and_gauges_in_the_text_format() {
         let m = Metrics::default();
         m.request("a.example", 200, Duration::from_millis(3));
-        m.request("a.example", 200, Duration::from_millis(30));
+        // Counted by another event loop, in its own shard: the text sums them.
+        let stats = m.vhost("a.example");
+        std::thread::spawn(move || {
+            crate::proxy::set_loop(1);
+            stats.request(200, Duration::from_millis(30));
+        })
+        .join()
+        .unwrap();
         m.request("a.example", 404, Duration::from_secs(90));
         m.request(UNKNOWN_VHOST, 404, Duration::from_millis(1));
         m.php_result::<()>("acme", &Err(PhpError::Timeout));

@@ -65,13 +65,15 @@ impl Observed {
 
     fn record(&mut self, status: u16, bytes: Option<u64>) {
         self.done = true;
-        let vhost = self
-            .route
-            .as_ref()
-            .map_or(UNKNOWN_VHOST, |r| r.domain.as_str());
-        self.shared
-            .metrics
-            .request(vhost, status, self.started.elapsed());
+        let metrics = &self.shared.metrics;
+        let elapsed = self.started.elapsed();
+        match &self.route {
+            Some(r) => r
+                .stats
+                .get_or_init(|| metrics.vhost(r.domain.as_str()))
+                .request(status, elapsed),
+            None => metrics.request(UNKNOWN_VHOST, status, elapsed),
+        }
         let (Some(log), Some(route)) = (&self.shared.access_log, self.route.take()) else {
             return;
         };

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One vhost as the agent describes it to the proxy.
@@ -100,8 +100,8 @@ pub struct Route {
     /// Unique to this route for the process's life: the key of files kept open beneath its
     /// docroot.
     pub id: u64,
-    /// The docroot, once opened: see [`Route::open_docroot`].
-    docroot_fd: Mutex<Option<(Arc<OwnedFd>, Instant)>>,
+    /// This vhost's counts in the metrics, found on its first request.
+    pub stats: std::sync::OnceLock<Arc<super::metrics::VhostStats>>,
 }
 
 static NEXT_ROUTE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -117,20 +117,41 @@ impl Route {
     /// open is safe: whatever happens to the path later, lookups stay beneath the
     /// directory that was checked.
     pub fn open_docroot(&self) -> std::io::Result<Arc<OwnedFd>> {
-        let mut cached = self.docroot_fd.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((fd, at)) = cached.as_ref() {
-            if at.elapsed() < DOCROOT_REOPEN {
-                return Ok(fd.clone());
-            }
+        // Per thread, as the kept files are: each event loop keeps its own, untouched by
+        // the others.
+        let now = Instant::now();
+        let kept = DOCROOTS.with(|d| {
+            d.borrow()
+                .get(&self.id)
+                .filter(|(_, at)| now.duration_since(*at) < DOCROOT_REOPEN)
+                .map(|(fd, _)| fd.clone())
+        });
+        if let Some(fd) = kept {
+            return Ok(fd);
         }
-        *cached = None;
         let fd = Arc::new(super::static_files::open_docroot_in_home(
             &self.home,
             &self.docroot_rel,
         )?);
-        *cached = Some((fd.clone(), Instant::now()));
+        DOCROOTS.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.len() >= DOCROOTS_SWEEP {
+                // Expired ones (routes of older tables among them) are closed.
+                d.retain(|_, (_, at)| now.duration_since(*at) < DOCROOT_REOPEN);
+            }
+            d.insert(self.id, (fd.clone(), now));
+        });
         Ok(fd)
     }
+}
+
+/// Docroots kept open by a thread past which the expired ones are closed on each open.
+const DOCROOTS_SWEEP: usize = 64;
+
+thread_local! {
+    /// Docroots opened by this thread, by route id, with when they were opened.
+    static DOCROOTS: std::cell::RefCell<HashMap<u64, (Arc<OwnedFd>, Instant)>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 /// Host name → route, immutable; a new snapshot builds a new table that is swapped in whole.
@@ -243,7 +264,7 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
         max_children: e.max_children.clamp(1, 1000),
         suspended: e.suspended,
         id: NEXT_ROUTE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        docroot_fd: Mutex::new(None),
+        stats: Default::default(),
         redirect_https: e.redirect_https,
         redirect_www: RedirectWww::parse(&e.redirect_www).map_err(|x| x.to_string())?,
         body_limit: u64::from(e.body_limit_mb.clamp(1, 10_240)) * 1024 * 1024,
