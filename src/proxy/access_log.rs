@@ -90,6 +90,21 @@ struct Lanes {
     stop: AtomicBool,
 }
 
+impl Lanes {
+    /// Moves every queued record to `batch`, in the order their requests ended. Each
+    /// lane's queue is swapped with its emptied one in `spare`.
+    fn take(&self, spare: &mut [Vec<Record>], batch: &mut Vec<Record>) {
+        for (lane, spare) in self.lanes.iter().zip(spare) {
+            std::mem::swap(
+                &mut *lane.0.lock().unwrap_or_else(|e| e.into_inner()),
+                spare,
+            );
+            batch.append(spare);
+        }
+        batch.sort_by_key(|r| r.time);
+    }
+}
+
 /// The request side of the access log: a queue per event loop to the logger thread.
 pub struct AccessLog {
     lanes: Arc<Lanes>,
@@ -188,20 +203,17 @@ impl Writer {
     /// wakes this thread (a wake-up per line cost more than the line).
     fn run(mut self, lanes: &Arc<Lanes>) {
         let mut next_flush = Instant::now() + FLUSH;
+        // Each lane's queue is swapped with an emptied one of last time: no allocation once
+        // warm.
+        let mut spare: Vec<Vec<Record>> = lanes.lanes.iter().map(|_| Vec::new()).collect();
         let mut batch = Vec::new();
         loop {
             std::thread::sleep(BATCH);
             // Read before the queues are taken: what was queued before `stop` is written.
             let stopping = lanes.stop.load(Ordering::Acquire) || Arc::strong_count(lanes) == 1;
-            for lane in lanes.lanes.iter() {
-                // Swapped with the emptied batch of last time: no allocation once warm.
-                std::mem::swap(
-                    &mut *lane.0.lock().unwrap_or_else(|e| e.into_inner()),
-                    &mut batch,
-                );
-                for record in batch.drain(..) {
-                    self.write(&record);
-                }
+            lanes.take(&mut spare, &mut batch);
+            for record in batch.drain(..) {
+                self.write(&record);
             }
             if stopping {
                 self.flush_all();
@@ -436,6 +448,27 @@ mod tests {
         let mut out = Vec::new();
         format_line(&mut out, r, &clf_time(1_700_000_000));
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn lines_of_several_loops_come_in_the_order_their_requests_ended() {
+        let lanes = Lanes {
+            lanes: (0..2).map(|_| Lane(Mutex::new(Vec::new()))).collect(),
+            stop: AtomicBool::new(false),
+        };
+        for (at, target, on) in [(3, "/late", 0), (1, "/early", 1), (2, "/middle", 0)] {
+            let mut r = record(target, None, None);
+            r.time += Duration::from_secs(at);
+            lanes.lanes[on].0.lock().unwrap().push(r);
+        }
+        let (mut spare, mut batch) = (vec![Vec::new(), Vec::new()], Vec::new());
+        lanes.take(&mut spare, &mut batch);
+        let targets: Vec<String> = batch
+            .iter()
+            .map(|r| r.target.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(targets, ["/early", "/middle", "/late"]);
+        assert!(lanes.lanes.iter().all(|l| l.0.lock().unwrap().is_empty()));
     }
 
     #[test]
