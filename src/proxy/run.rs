@@ -307,9 +307,14 @@ impl Loops {
                 best = i;
             }
         }
-        let counter = self.0[best].1.clone();
+        (best, self.count(best))
+    }
+
+    /// Counts one more open connection on loop `i`.
+    fn count(&self, i: usize) -> Open {
+        let counter = self.0[i].1.clone();
         counter.fetch_add(1, Ordering::Relaxed);
-        (best, Open(counter))
+        Open(counter)
     }
 }
 
@@ -386,22 +391,33 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let (to, open) = loops.pick(here);
-        if to != here {
-            if let Ok(stream) = stream.into_std() {
-                let tls = tls.clone();
-                let a = Accepted {
-                    stream,
-                    peer,
-                    local,
-                    tls,
-                    slot,
-                    open,
-                };
-                // A loop that is gone cannot take it: the connection closes.
-                let _ = loops.0[to].0.send(a);
+        let (stream, slot, open) = if to == here {
+            (stream, slot, open)
+        } else {
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let tls = tls.clone();
+            let a = Accepted {
+                stream,
+                peer,
+                local,
+                tls,
+                slot,
+                open,
+            };
+            match loops.0[to].0.send(a) {
+                Ok(()) => continue,
+                // That loop's thread is gone: this one serves it.
+                Err(tokio::sync::mpsc::error::SendError(a)) => {
+                    drop(a.open);
+                    let Ok(stream) = tokio::net::TcpStream::from_std(a.stream) else {
+                        continue;
+                    };
+                    (stream, a.slot, loops.count(here))
+                }
             }
-            continue;
-        }
+        };
         let conn = (stream, peer, local, tls.clone());
         tokio::spawn(serve_accepted(conn, shared.clone(), (slot, open)));
     }
