@@ -496,6 +496,48 @@ mod tests {
         assert_eq!((gate.waiting, gate.free), (0, 1));
     }
 
+    #[tokio::test]
+    async fn a_waiter_that_leaves_gives_up_its_place_and_any_slot_it_was_given() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let pools = Pools::default();
+        let path = Path::new("/nonexistent/lodge-gate.sock");
+        let gate = || {
+            let pool = pools.pool(path, 1);
+            let g = pool.gate();
+            (g.free, g.waiting)
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = pools.lease(path, 1).await.ok().unwrap();
+        assert_eq!(gate(), (0, 0));
+
+        // Queued, then gone before a slot came: it leaves the queue.
+        let mut left = Box::pin(pools.lease(path, 1));
+        assert!(left.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(gate(), (0, 1));
+        drop(left);
+        assert_eq!(gate(), (0, 0));
+
+        // Queued, handed the slot, gone before it looked: the slot goes on (here: free).
+        let mut handed = Box::pin(pools.lease(path, 1));
+        assert!(handed.as_mut().poll(&mut cx).is_pending());
+        drop(first);
+        assert_eq!(gate(), (0, 0));
+        drop(handed);
+        assert_eq!(gate(), (1, 0));
+
+        // A waiter that stays gets the slot when it is given back.
+        let held = pools.lease(path, 1).await.ok().unwrap();
+        let mut next = Box::pin(pools.lease(path, 1));
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        drop(held);
+        let Poll::Ready(Ok(lease)) = next.as_mut().poll(&mut cx) else {
+            panic!("the waiter did not get the slot");
+        };
+        drop(lease);
+        assert_eq!(gate(), (1, 0));
+    }
+
     use crate::fastcgi::record::{read_record, write_record, EndRequest, ProtocolStatus};
     use http_body_util::BodyExt;
     use tokio::net::UnixListener;
