@@ -437,13 +437,7 @@ async fn serve_accepted(
     match tls {
         None => {
             let parts = Sendfile::default();
-            let conn = Conn {
-                peer,
-                local,
-                tls: false,
-                sni: None,
-                sendfile: Some(parts.clone()),
-            };
+            let conn = Conn::new(peer, local, false, None, Some(parts.clone()));
             let io = Deadline::new(SendfileIo::new(stream, parts), SEND_TIMEOUT);
             // Bodiless GET and HEAD on the lean path; the rest of the connection goes to
             // hyper from the first request that is not.
@@ -461,13 +455,7 @@ async fn serve_accepted(
                 return;
             };
             let sni = stream.get_ref().1.server_name().map(str::to_owned);
-            let conn = Conn {
-                peer,
-                local,
-                tls: true,
-                sni,
-                sendfile: None,
-            };
+            let conn = Conn::new(peer, local, true, sni, None);
             serve_connection(stream, conn, shared).await
         }
     }

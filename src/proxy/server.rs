@@ -66,6 +66,42 @@ pub struct Conn {
     pub sni: Option<String>,
     /// On a plain connection: where static file parts wait to be sent with sendfile(2).
     pub sendfile: Option<super::sendfile::Sendfile>,
+    /// The addresses as PHP gets them, written once per connection.
+    pub cgi: Arc<CgiAddrs>,
+}
+
+/// REMOTE_ADDR, REMOTE_PORT, SERVER_ADDR and SERVER_PORT of a connection.
+#[derive(Debug)]
+pub struct CgiAddrs {
+    pub remote_addr: String,
+    pub remote_port: String,
+    pub server_addr: String,
+    pub server_port: String,
+}
+
+impl Conn {
+    pub fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        sni: Option<String>,
+        sendfile: Option<super::sendfile::Sendfile>,
+    ) -> Self {
+        let cgi = Arc::new(CgiAddrs {
+            remote_addr: peer.ip().to_string(),
+            remote_port: peer.port().to_string(),
+            server_addr: local.ip().to_string(),
+            server_port: local.port().to_string(),
+        });
+        Self {
+            peer,
+            local,
+            tls,
+            sni,
+            sendfile,
+            cgi,
+        }
+    }
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
@@ -425,10 +461,10 @@ async fn php(
     }
     p.add("GATEWAY_INTERFACE", "CGI/1.1");
     p.add("SERVER_SOFTWARE", "lodge");
-    p.add("REMOTE_ADDR", conn.peer.ip().to_string());
-    p.add("REMOTE_PORT", conn.peer.port().to_string());
-    p.add("SERVER_ADDR", conn.local.ip().to_string());
-    p.add("SERVER_PORT", conn.local.port().to_string());
+    p.add("REMOTE_ADDR", &conn.cgi.remote_addr);
+    p.add("REMOTE_PORT", &conn.cgi.remote_port);
+    p.add("SERVER_ADDR", &conn.cgi.server_addr);
+    p.add("SERVER_PORT", &conn.cgi.server_port);
     p.add("SERVER_NAME", host);
     p.add("REDIRECT_STATUS", "200");
     if !path_info.is_empty() {
