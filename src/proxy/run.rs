@@ -146,11 +146,10 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
     if listeners.http.is_none() && listeners.https.is_none() {
         anyhow::bail!("both the HTTP and the HTTPS listener are off");
     }
-    let (loops, mut inboxes) = Loops::new(threads);
-    inboxes.reverse();
-    let first_inbox = inboxes.pop().expect("one loop at least");
-    for i in 1..threads {
-        let inbox = inboxes.pop().expect("an inbox per loop");
+    let (loops, inboxes) = Loops::new(threads);
+    let mut inboxes = inboxes.into_iter();
+    let first_inbox = inboxes.next().expect("one loop at least");
+    for (i, inbox) in (1..).zip(inboxes) {
         let http = listeners.http.as_ref().map(|l| l.try_clone()).transpose()?;
         let https = listeners
             .https
@@ -263,9 +262,10 @@ impl Drop for Slot {
     }
 }
 
-/// A connection accepted on one event loop and handed to another.
-struct Accepted {
-    stream: std::net::TcpStream,
+/// A connection accepted, with what it is counted in; handed to another event loop as a
+/// `std` stream (registered with none), served as a tokio one.
+struct Accepted<S> {
+    stream: S,
     peer: SocketAddr,
     local: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -273,18 +273,31 @@ struct Accepted {
     open: Open,
 }
 
+impl<S> Accepted<S> {
+    /// The same connection as another kind of stream.
+    fn map_stream<T>(
+        self,
+        f: impl FnOnce(S) -> std::io::Result<T>,
+    ) -> std::io::Result<Accepted<T>> {
+        Ok(Accepted {
+            stream: f(self.stream)?,
+            peer: self.peer,
+            local: self.local,
+            tls: self.tls,
+            slot: self.slot,
+            open: self.open,
+        })
+    }
+}
+
 /// The event loops, each with its count of open connections and the way to hand it one.
 /// Every loop accepts, but a connection is served by the loop with the fewest open: which
 /// loop wakes first for a burst of new connections is chance, and with keep-alive an uneven
 /// share lasts (one core busy, the other half idle).
-struct Loops(
-    Vec<(
-        tokio::sync::mpsc::UnboundedSender<Accepted>,
-        Arc<AtomicUsize>,
-    )>,
-);
+struct Loops(Vec<(Outbox, Arc<AtomicUsize>)>);
 
-type Inbox = tokio::sync::mpsc::UnboundedReceiver<Accepted>;
+type Outbox = tokio::sync::mpsc::UnboundedSender<Accepted<std::net::TcpStream>>;
+type Inbox = tokio::sync::mpsc::UnboundedReceiver<Accepted<std::net::TcpStream>>;
 
 impl Loops {
     fn new(n: usize) -> (Arc<Self>, Vec<Inbox>) {
@@ -354,9 +367,8 @@ async fn accept_all(
     }
     tasks.push(tokio::spawn(async move {
         while let Some(a) = inbox.recv().await {
-            if let Ok(stream) = tokio::net::TcpStream::from_std(a.stream) {
-                let conn = (stream, a.peer, a.local, a.tls);
-                tokio::spawn(serve_accepted(conn, shared.clone(), (a.slot, a.open)));
+            if let Ok(a) = a.map_stream(tokio::net::TcpStream::from_std) {
+                tokio::spawn(serve_accepted(a, shared.clone()));
             }
         }
     }));
@@ -391,49 +403,46 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let (to, open) = loops.pick(here);
-        let (stream, slot, open) = if to == here {
-            (stream, slot, open)
+        let a = Accepted {
+            stream,
+            peer,
+            local,
+            tls: tls.clone(),
+            slot,
+            open,
+        };
+        let a = if to == here {
+            a
         } else {
-            let Ok(stream) = stream.into_std() else {
+            let Ok(a) = a.map_stream(|s| s.into_std()) else {
                 continue;
-            };
-            let tls = tls.clone();
-            let a = Accepted {
-                stream,
-                peer,
-                local,
-                tls,
-                slot,
-                open,
             };
             match loops.0[to].0.send(a) {
                 Ok(()) => continue,
                 // That loop's thread is gone: this one serves it.
-                Err(tokio::sync::mpsc::error::SendError(a)) => {
-                    drop(a.open);
-                    let Ok(stream) = tokio::net::TcpStream::from_std(a.stream) else {
+                Err(tokio::sync::mpsc::error::SendError(mut a)) => {
+                    a.open = loops.count(here);
+                    let Ok(a) = a.map_stream(tokio::net::TcpStream::from_std) else {
                         continue;
                     };
-                    (stream, a.slot, loops.count(here))
+                    a
                 }
             }
         };
-        let conn = (stream, peer, local, tls.clone());
-        tokio::spawn(serve_accepted(conn, shared.clone(), (slot, open)));
+        tokio::spawn(serve_accepted(a, shared.clone()));
     }
 }
 
 /// Serves one accepted connection until it closes.
-async fn serve_accepted(
-    (stream, peer, local, tls): (
-        tokio::net::TcpStream,
-        SocketAddr,
-        SocketAddr,
-        Option<tokio_rustls::TlsAcceptor>,
-    ),
-    shared: Arc<Shared>,
-    _counted: (Slot, Open),
-) {
+async fn serve_accepted(a: Accepted<tokio::net::TcpStream>, shared: Arc<Shared>) {
+    let Accepted {
+        stream,
+        peer,
+        local,
+        tls,
+        slot: _slot,
+        open: _open,
+    } = a;
     match tls {
         None => {
             let parts = Sendfile::default();

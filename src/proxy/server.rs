@@ -66,8 +66,8 @@ pub struct Conn {
     pub sni: Option<String>,
     /// On a plain connection: where static file parts wait to be sent with sendfile(2).
     pub sendfile: Option<super::sendfile::Sendfile>,
-    /// The addresses as PHP gets them, written once per connection.
-    pub cgi: Arc<CgiAddrs>,
+    /// The addresses as PHP gets them: written at the connection's first PHP request.
+    cgi: Arc<std::sync::OnceLock<CgiAddrs>>,
 }
 
 /// REMOTE_ADDR, REMOTE_PORT, SERVER_ADDR and SERVER_PORT of a connection.
@@ -87,20 +87,24 @@ impl Conn {
         sni: Option<String>,
         sendfile: Option<super::sendfile::Sendfile>,
     ) -> Self {
-        let cgi = Arc::new(CgiAddrs {
-            remote_addr: peer.ip().to_string(),
-            remote_port: peer.port().to_string(),
-            server_addr: local.ip().to_string(),
-            server_port: local.port().to_string(),
-        });
         Self {
             peer,
             local,
             tls,
             sni,
             sendfile,
-            cgi,
+            cgi: Arc::default(),
         }
+    }
+
+    /// The addresses as PHP gets them, formatted once per connection.
+    pub fn cgi(&self) -> &CgiAddrs {
+        self.cgi.get_or_init(|| CgiAddrs {
+            remote_addr: self.peer.ip().to_string(),
+            remote_port: self.peer.port().to_string(),
+            server_addr: self.local.ip().to_string(),
+            server_port: self.local.port().to_string(),
+        })
     }
 }
 
@@ -461,10 +465,11 @@ async fn php(
     }
     p.add("GATEWAY_INTERFACE", "CGI/1.1");
     p.add("SERVER_SOFTWARE", "lodge");
-    p.add("REMOTE_ADDR", &conn.cgi.remote_addr);
-    p.add("REMOTE_PORT", &conn.cgi.remote_port);
-    p.add("SERVER_ADDR", &conn.cgi.server_addr);
-    p.add("SERVER_PORT", &conn.cgi.server_port);
+    let addrs = conn.cgi();
+    p.add("REMOTE_ADDR", &addrs.remote_addr);
+    p.add("REMOTE_PORT", &addrs.remote_port);
+    p.add("SERVER_ADDR", &addrs.server_addr);
+    p.add("SERVER_PORT", &addrs.server_port);
     p.add("SERVER_NAME", host);
     p.add("REDIRECT_STATUS", "200");
     if !path_info.is_empty() {
