@@ -67,7 +67,6 @@ struct Gate {
     free: usize,
     /// Requests waiting for a permit, by event loop, oldest first.
     waiters: Vec<VecDeque<Waiter>>,
-    waiting: usize,
     /// Kept connections, by the event loop they are registered with.
     idle: Vec<Vec<(UnixStream, Instant)>>,
     next_id: u64,
@@ -91,6 +90,11 @@ fn slot<T: Default>(list: &mut Vec<T>, i: usize) -> &mut T {
 }
 
 impl Gate {
+    /// Requests waiting for a permit, on every loop.
+    fn waiting(&self) -> usize {
+        self.waiters.iter().map(VecDeque::len).sum()
+    }
+
     /// Hands a permit given back on loop `here` to the next waiter, or keeps it free.
     fn release(&mut self, here: usize) {
         loop {
@@ -112,7 +116,6 @@ impl Gate {
             let Some(w) = self.waiters[pick].pop_front() else {
                 return;
             };
-            self.waiting -= 1;
             if w.grant.send(()).is_ok() {
                 return;
             }
@@ -167,7 +170,6 @@ impl Drop for Queued {
         match queue.iter().position(|w| w.id == self.id) {
             Some(at) => {
                 queue.remove(at);
-                gate.waiting -= 1;
             }
             None => gate.release(self.here),
         }
@@ -264,7 +266,7 @@ impl Pools {
         self.all()
             .into_iter()
             .map(|p| {
-                let waiting = p.gate().waiting;
+                let waiting = p.gate().waiting();
                 (p.socket.clone(), waiting)
             })
             .collect()
@@ -290,13 +292,12 @@ impl Pools {
                 drop(gate);
                 return Ok(Lease { pool });
             }
-            if gate.waiting >= pool.max * QUEUE_PER_WORKER {
+            if gate.waiting() >= pool.max * QUEUE_PER_WORKER {
                 return Err(PhpError::Saturated);
             }
             let (tx, rx) = oneshot::channel();
             let id = gate.next_id;
             gate.next_id += 1;
-            gate.waiting += 1;
             slot(&mut gate.waiters, here).push_back(Waiter {
                 id,
                 since: Instant::now(),
@@ -460,7 +461,6 @@ mod tests {
     /// Queues a waiter on loop `on` that has waited `ago`; its grant's receiver.
     fn wait(gate: &mut Gate, on: usize, ago: Duration) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        gate.waiting += 1;
         gate.next_id += 1;
         slot(&mut gate.waiters, on).push_back(Waiter {
             id: gate.next_id,
@@ -489,11 +489,11 @@ mod tests {
         assert!(b.try_recv().is_ok() && c.try_recv().is_err());
         gate.release(1);
         assert!(c.try_recv().is_ok());
-        assert_eq!((gate.waiting, gate.free), (0, 0));
+        assert_eq!((gate.waiting(), gate.free), (0, 0));
         // A waiter that gave up is skipped; with nobody waiting the permit is free.
         drop(wait(&mut gate, 1, Duration::ZERO));
         gate.release(0);
-        assert_eq!((gate.waiting, gate.free), (0, 1));
+        assert_eq!((gate.waiting(), gate.free), (0, 1));
     }
 
     #[tokio::test]
@@ -505,7 +505,7 @@ mod tests {
         let gate = || {
             let pool = pools.pool(path, 1);
             let g = pool.gate();
-            (g.free, g.waiting)
+            (g.free, g.waiting())
         };
         let mut cx = Context::from_waker(Waker::noop());
         let first = pools.lease(path, 1).await.ok().unwrap();
