@@ -116,9 +116,8 @@ pub struct AccessLog {
 impl AccessLog {
     /// Starts the logger thread writing under `log_dir`.
     pub fn start(log_dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lanes = Arc::new(Lanes {
-            lanes: (0..loops.clamp(1, 64))
+            lanes: (0..super::event_loops())
                 .map(|_| Lane(Mutex::new(Vec::new())))
                 .collect(),
             stop: AtomicBool::new(false),

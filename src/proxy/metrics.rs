@@ -121,19 +121,19 @@ pub struct Metrics {
     fastcgi_errors: Mutex<HashMap<(String, &'static str), u64>>,
     dropped_queue_full: AtomicU64,
     dropped_write_error: AtomicU64,
-    /// Shards per vhost: one per event loop the proxy may run (one per core).
+    /// Shards per vhost: one per event loop, at most 16 (loops beyond share them), which
+    /// bounds a vhost's counts to 4 KiB.
     shards: usize,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             vhosts: RwLock::default(),
             fastcgi_errors: Mutex::default(),
             dropped_queue_full: AtomicU64::default(),
             dropped_write_error: AtomicU64::default(),
-            shards: cores.clamp(1, 16),
+            shards: super::event_loops().min(16),
         }
     }
 }

@@ -37,6 +37,16 @@ pub fn empty() -> Body {
     full(Bytes::new())
 }
 
+/// How many event loops the proxy runs: `LODGE_PROXY_THREADS`, else one per core. The
+/// metrics and the access log keep a shard per loop.
+pub fn event_loops() -> usize {
+    std::env::var("LODGE_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256)
+}
+
 thread_local! {
     static EVENT_LOOP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }

@@ -124,11 +124,7 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
     // One event loop per core, as nginx has one worker per core: each thread runs its own
     // single-threaded runtime and accepts on the same listening sockets, so a request is
     // served start to end on one thread, without waking another.
-    let threads = std::env::var("LODGE_PROXY_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, 256);
+    let threads = super::event_loops();
     let acceptor = listeners
         .https
         .as_ref()
