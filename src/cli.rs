@@ -1,10 +1,10 @@
 //! The command line: `serve`, `user add`, `token create`, `check`.
 
-use crate::auth::Throttle;
 use crate::config::{Config, SettingArgs};
-use crate::control::{tokens, users, Control, ControlError};
-use crate::http::{self, AppState};
-use crate::policy::Actor;
+use crate::panel::auth::Throttle;
+use crate::panel::control::{tokens, users, Control, ControlError};
+use crate::panel::policy::Actor;
+use crate::panel::{self, AppState};
 use crate::store::Store;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -220,7 +220,7 @@ async fn serve_panel(control: Control) -> anyhow::Result<()> {
         throttle: Arc::new(Throttle::default()),
         waker,
     };
-    http::serve(state, listen, shutdown_signal()).await
+    panel::serve(state, listen, shutdown_signal()).await
 }
 
 /// The proxy's listeners: handed over by the agent as `LODGE_PROXY_FDS=http=3,https=4,metrics=5`,

@@ -1,19 +1,18 @@
 //! lodge: a multi-tenant web hosting control panel.
 //!
-//! The panel (`http`) is where people and scripts describe tenants and their sites; the
-//! control plane (`control`) checks and stores that description (`store`), with every name
-//! parsed into a checked type (`domain`) and every action decided by one policy (`policy`).
+//! The parts: the panel (`panel`), where people and scripts describe tenants and their
+//! sites and which stores that description (`store`); the agent (`agent`, root), which makes
+//! it real on the machine and supervises everything; the proxy (`proxy`), which serves every
+//! site and passes PHP to the tenants' pools over FastCGI (`fastcgi`). Every name is parsed
+//! into a checked type (`domain`); what two processes share is in `contract`.
 
 #![recursion_limit = "256"]
 
 pub mod agent;
-pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod domain;
 pub mod fastcgi;
-pub mod http;
-pub mod policy;
+pub mod panel;
 pub mod proxy;
 pub mod store;

@@ -1,6 +1,6 @@
 //! The audit log: who changed what, from where, before and after.
 
-use crate::policy::Actor;
+use crate::panel::policy::Actor;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Sqlite, Transaction};

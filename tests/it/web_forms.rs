@@ -374,7 +374,7 @@ async fn totp_second_factor_for_the_dashboard_and_the_api() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let code = lodge::auth::totp::code_at(&secret, now).unwrap();
+    let code = lodge::panel::auth::totp::code_at(&secret, now).unwrap();
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let (status, _) = dash
         .post("/account/totp", &[("secret", &secret), ("code", wrong)])
@@ -403,7 +403,7 @@ async fn totp_second_factor_for_the_dashboard_and_the_api() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let code = lodge::auth::totp::code_at(&secret, now).unwrap();
+    let code = lodge::panel::auth::totp::code_at(&secret, now).unwrap();
     assert!(
         Dashboard::try_sign_in(&app.base, "admin", "admin-password-1", Some(&code))
             .await

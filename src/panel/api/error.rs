@@ -1,7 +1,7 @@
 //! API errors as RFC 9457 problem documents (`application/problem+json`).
 
-use crate::control::ControlError;
 use crate::domain::FieldError;
+use crate::panel::control::ControlError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -113,7 +113,7 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!(
                     "the body is larger than {} KiB",
-                    crate::http::BODY_LIMIT / 1024
+                    crate::panel::BODY_LIMIT / 1024
                 ),
                 None,
             ),

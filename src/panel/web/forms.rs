@@ -2,9 +2,9 @@
 //! strings into the control plane's inputs.
 
 use super::WebError;
-use crate::auth::secret;
-use crate::control::ControlError;
 use crate::domain::FieldError;
+use crate::panel::auth::secret;
+use crate::panel::control::ControlError;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;

@@ -5,7 +5,7 @@ pub mod extract;
 mod openapi;
 mod resources;
 
-use crate::http::AppState;
+use crate::panel::AppState;
 use axum::routing::MethodRouter;
 use axum::Router;
 

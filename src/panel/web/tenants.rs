@@ -3,9 +3,9 @@
 use super::forms::{checked, echo, form_errors, name_list, CsrfForm, Errors};
 use super::session::Empty;
 use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
-use crate::control::{plans, tenants, users, vhosts, ControlError, PageRequest};
 use crate::domain::{PhpSettings, PhpValue, Role};
-use crate::http::AppState;
+use crate::panel::control::{plans, tenants, users, vhosts, ControlError, PageRequest};
+use crate::panel::AppState;
 use crate::store::rows::{PlanRow, TenantRow, VhostRow};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -378,7 +378,7 @@ async fn render_detail(
 ) -> Result<TenantPage, super::WebError> {
     let ctl = &state.control;
     let tenant = tenants::get(ctl, &user.actor, name).await?;
-    let plan = plans::get(ctl, &crate::policy::Actor::cli(), &tenant.plan).await?;
+    let plan = plans::get(ctl, &crate::panel::policy::Actor::cli(), &tenant.plan).await?;
     let vhost_page =
         vhosts::list(ctl, &user.actor, name, &PageRequest::new(Some(200), None)?).await?;
     let stored =

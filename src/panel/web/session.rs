@@ -2,11 +2,11 @@
 
 use super::forms::SessionCsrf;
 use super::{WebError, WebResult};
-use crate::auth::secret;
-use crate::auth::session::{self, sign_in, SignInError, COOKIE, SESSION_TTL};
-use crate::http::api::extract::{actor_of, source_address, Source};
-use crate::http::AppState;
-use crate::policy::Actor;
+use crate::panel::api::extract::{actor_of, source_address, Source};
+use crate::panel::auth::secret;
+use crate::panel::auth::session::{self, sign_in, SignInError, COOKIE, SESSION_TTL};
+use crate::panel::policy::Actor;
+use crate::panel::AppState;
 use crate::store::rows::UserRow;
 use askama::Template;
 use axum::body::Bytes;

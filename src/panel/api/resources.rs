@@ -3,12 +3,12 @@
 
 use super::error::ApiError;
 use super::extract::{actor_of, ApiActor, ApiJson, ApiQuery, Source};
-use crate::auth::session::{sign_in, SignInError};
-use crate::control::{
+use crate::domain::Role;
+use crate::panel::auth::session::{sign_in, SignInError};
+use crate::panel::control::{
     access_log, audit, plans, tenants, tokens, users, vhosts, ControlError, Page,
 };
-use crate::domain::Role;
-use crate::http::AppState;
+use crate::panel::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -2,10 +2,10 @@
 //! as problem documents.
 
 use super::error::ApiError;
-use crate::control::{tokens, ControlError};
 use crate::domain::{FieldError, Role};
-use crate::http::AppState;
-use crate::policy::Actor;
+use crate::panel::control::{tokens, ControlError};
+use crate::panel::policy::Actor;
+use crate::panel::AppState;
 use crate::store::rows::UserRow;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
@@ -142,7 +142,7 @@ impl ApiQuery {
     }
 
     /// `?limit=` and `?after=` as a page request.
-    pub fn page(&self) -> Result<crate::control::PageRequest, ApiError> {
+    pub fn page(&self) -> Result<crate::panel::control::PageRequest, ApiError> {
         let limit = match self.get("limit") {
             Some(l) => Some(
                 l.parse::<i64>()
@@ -150,7 +150,7 @@ impl ApiQuery {
             ),
             None => None,
         };
-        Ok(crate::control::PageRequest::new(
+        Ok(crate::panel::control::PageRequest::new(
             limit,
             self.get("after").map(str::to_owned),
         )?)

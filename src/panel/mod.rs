@@ -1,13 +1,19 @@
-//! The panel's HTTP server: the REST API under `/api/v1`, the dashboard, static files, and
-//! `/metrics` for admins.
+//! The panel: the unprivileged part people and scripts talk to. Its HTTP server serves the
+//! REST API under `/api/v1` (`api`), the dashboard (`web`), static files, and `/metrics` for
+//! admins; both call the same operations (`control`), which check every name, ask one policy
+//! (`policy`) who may act, and write the store. `auth` holds passwords, tokens, sessions,
+//! TOTP and the sign-in throttle.
 
 pub mod api;
 mod assets;
+pub mod auth;
+pub mod control;
 mod metrics;
+pub mod policy;
 pub mod web;
 
-use crate::auth::Throttle;
-use crate::control::Control;
+use crate::panel::auth::Throttle;
+use crate::panel::control::Control;
 use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;

@@ -2,10 +2,10 @@
 
 use super::forms::{form_errors, CsrfForm, Errors};
 use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
-use crate::auth::{session, totp};
-use crate::control::{audit, tenants, tokens, users, PageRequest};
 use crate::domain::Role;
-use crate::http::AppState;
+use crate::panel::auth::{session, totp};
+use crate::panel::control::{audit, tenants, tokens, users, PageRequest};
+use crate::panel::AppState;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -93,7 +93,7 @@ async fn overview(State(state): State<AppState>, user: WebUser) -> WebResult {
         Role::Tenant => {
             if let Some(name) = &user.user.tenant {
                 let t = tenants::get(ctl, &user.actor, name).await?;
-                let plan = crate::control::plans::get(ctl, &user.actor, &t.plan).await?;
+                let plan = crate::panel::control::plans::get(ctl, &user.actor, &t.plan).await?;
                 usage.push(Usage {
                     label: "Vhosts",
                     used: t.vhost_count,
@@ -391,7 +391,7 @@ async fn revoke_token(
 ) -> WebResult {
     let id: i64 = id
         .parse()
-        .map_err(|_| crate::control::ControlError::NotFound("token"))?;
+        .map_err(|_| crate::panel::control::ControlError::NotFound("token"))?;
     tokens::revoke(&state.control, &user.actor, id).await?;
     done("/tokens", "revoked")
 }

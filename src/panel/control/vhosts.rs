@@ -5,7 +5,7 @@ use super::{on_unique, Control, ControlError, Page, PageRequest};
 use crate::domain::{
     Checks, DocRoot, DomainName, FieldError, FrontController, RedirectWww, TlsMode, TlsPem,
 };
-use crate::policy::Actor;
+use crate::panel::policy::Actor;
 use crate::store::rows::{TenantRow, VhostRow};
 use crate::store::{bump_generation, now, AuditEntry};
 use serde::Deserialize;

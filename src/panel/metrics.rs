@@ -2,12 +2,12 @@
 //! `Authorization: Bearer`, or an admin's dashboard session): the proxy's metrics, read from
 //! its unix socket, followed by the panel's own.
 
-use crate::auth::session;
-use crate::control::{tenants, tokens};
 use crate::domain::Role;
-use crate::http::api::extract::actor_of;
-use crate::http::web::cookie;
-use crate::http::AppState;
+use crate::panel::api::extract::actor_of;
+use crate::panel::auth::session;
+use crate::panel::control::{tenants, tokens};
+use crate::panel::web::cookie;
+use crate::panel::AppState;
 use crate::store::rows::UserRow;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -7,8 +7,8 @@
 //! An object outside an actor's reach is reported as absent (404), never as forbidden, so
 //! nobody learns which names exist. An action a role may never take is 403.
 
-use crate::control::ControlError;
 use crate::domain::Role;
+use crate::panel::control::ControlError;
 
 /// The authenticated account behind a request, and where the request came from.
 #[derive(Debug, Clone)]

@@ -2,9 +2,9 @@
 //! form; the search runs on the server).
 
 use super::{form_again, page, Chrome, WebResult, WebUser};
-use crate::control::access_log::{self, TailRequest, DEFAULT_LINES};
-use crate::control::ControlError;
-use crate::http::AppState;
+use crate::panel::control::access_log::{self, TailRequest, DEFAULT_LINES};
+use crate::panel::control::ControlError;
+use crate::panel::AppState;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -2,9 +2,9 @@
 //! their owner.
 
 use super::{Control, ControlError};
-use crate::auth::secret;
 use crate::domain::has_forbidden_char;
-use crate::policy::Actor;
+use crate::panel::auth::secret;
+use crate::panel::policy::Actor;
 use crate::store::rows::{TokenRow, UserRow};
 use crate::store::{bump_generation, now, AuditEntry};
 use serde_json::json;

@@ -3,7 +3,7 @@
 
 use super::{on_unique, Control, ControlError, Page, PageRequest};
 use crate::domain::{Checks, FieldError, PhpSettings, PlanName, PmMode, DEFAULT_DISABLE_FUNCTIONS};
-use crate::policy::Actor;
+use crate::panel::policy::Actor;
 use crate::store::rows::PlanRow;
 use crate::store::{bump_generation, now, AuditEntry};
 use serde::Deserialize;

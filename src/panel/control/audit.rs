@@ -3,7 +3,7 @@
 
 use super::{Control, ControlError, Page, PageRequest};
 use crate::domain::Role;
-use crate::policy::Actor;
+use crate::panel::policy::Actor;
 use crate::store::rows::AuditRow;
 
 #[derive(Debug, Default, Clone)]

@@ -4,7 +4,7 @@
 
 use super::{Control, ControlError};
 use crate::domain::{DomainName, FieldError, TenantName};
-use crate::policy::Actor;
+use crate::panel::policy::Actor;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 

@@ -1,9 +1,9 @@
 //! Accounts: admins, resellers (with their limits) and tenant logins.
 
 use super::{on_unique, Control, ControlError, Page, PageRequest};
-use crate::auth::{password, totp};
 use crate::domain::{Checks, FieldError, Password, Role, TenantName, Username};
-use crate::policy::Actor;
+use crate::panel::auth::{password, totp};
+use crate::panel::policy::Actor;
 use crate::store::rows::UserRow;
 use crate::store::{bump_generation, now, AuditEntry};
 use serde::Deserialize;

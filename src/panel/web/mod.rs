@@ -10,8 +10,8 @@ mod logs;
 mod session;
 mod tenants;
 
-use crate::control::ControlError;
-use crate::http::AppState;
+use crate::panel::control::ControlError;
+use crate::panel::AppState;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};

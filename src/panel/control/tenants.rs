@@ -1,9 +1,9 @@
 //! Tenants: one Linux user, one home, one PHP-FPM pool each (made real by the agent).
 
 use super::{on_unique, Control, ControlError, Page, PageRequest};
-use crate::auth::password;
 use crate::domain::{Checks, FieldError, Password, PhpSettings, Role, TenantName};
-use crate::policy::Actor;
+use crate::panel::auth::password;
+use crate::panel::policy::Actor;
 use crate::store::rows::{HealthRow, HealthSample, PlanRow, TenantRow, UserRow};
 use crate::store::{bump_generation, now, AuditEntry};
 use serde::Deserialize;

@@ -3,9 +3,9 @@
 use super::forms::{echo, form_errors, name_list, number, CsrfForm, Errors};
 use super::session::Empty;
 use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
-use crate::control::{audit, plans, users, ControlError, PageRequest};
 use crate::domain::{FieldError, Role};
-use crate::http::AppState;
+use crate::panel::control::{audit, plans, users, ControlError, PageRequest};
+use crate::panel::AppState;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
