@@ -1,6 +1,8 @@
 //! The command line: `serve`, `user add`, `token create`, `check`.
 
 use crate::config::{Config, SettingArgs};
+use crate::contract::handover::ProxySockets;
+use crate::contract::wake::Waker;
 use crate::panel::auth::Throttle;
 use crate::panel::control::{tokens, users, Control, ControlError};
 use crate::panel::policy::Actor;
@@ -124,9 +126,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Proxy = cli.command {
         // The proxy never opens the store: it knows only the routes snapshot.
         let config = Config::load(&cli.settings)?;
-        let listeners = proxy_listeners(&config)?;
-        return crate::proxy::run::serve(config.run_dir.clone(), config.log_dir.clone(), listeners)
-            .await;
+        let sockets = match ProxySockets::from_env()? {
+            Some(handed_over) => handed_over,
+            None => crate::proxy::run::bind_alone(
+                config.http_listen,
+                config.https_listen,
+                &config.run_dir,
+            )?,
+        };
+        return crate::proxy::run::serve(config.run_dir, config.log_dir, sockets).await;
     }
     let control = open(&cli.settings).await?;
     match cli.command {
@@ -214,85 +222,11 @@ async fn report_first_admin(control: &Control) -> anyhow::Result<()> {
 
 async fn serve_panel(control: Control) -> anyhow::Result<()> {
     let listen = control.config.panel_listen;
-    let waker = crate::agent::wake::Waker::new(&control.config.run_dir);
+    let waker = Waker::new(&control.config.run_dir);
     let state = AppState {
         control,
         throttle: Arc::new(Throttle::default()),
         waker,
     };
-    panel::serve(state, listen, shutdown_signal()).await
-}
-
-/// The proxy's listeners: handed over by the agent as `LODGE_PROXY_FDS=http=3,https=4,metrics=5`,
-/// or bound here from the settings when the proxy runs on its own.
-fn proxy_listeners(config: &crate::config::Config) -> anyhow::Result<crate::proxy::run::Listeners> {
-    use std::os::fd::FromRawFd;
-    let mut listeners = crate::proxy::run::Listeners::default();
-    match std::env::var("LODGE_PROXY_FDS") {
-        Ok(spec) => {
-            for part in spec.split(',').filter(|p| !p.is_empty()) {
-                let (name, fd) = part
-                    .split_once('=')
-                    .context("LODGE_PROXY_FDS must look like http=3,https=4,metrics=5")?;
-                let fd: i32 = fd.parse().context("LODGE_PROXY_FDS: not a descriptor")?;
-                if !(3..=9).contains(&fd) {
-                    bail!("LODGE_PROXY_FDS: descriptor {fd} is not one the agent hands over");
-                }
-                // SAFETY: the agent put a listening socket of this kind at exactly this
-                // number for us.
-                match name {
-                    "http" => {
-                        listeners.http = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
-                    }
-                    "https" => {
-                        listeners.https = Some(unsafe { std::net::TcpListener::from_raw_fd(fd) })
-                    }
-                    "metrics" => {
-                        listeners.metrics =
-                            Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
-                    }
-                    other => bail!("LODGE_PROXY_FDS: unknown listener {other}"),
-                }
-            }
-        }
-        Err(_) => {
-            if let Some(addr) = config.http_listen {
-                listeners.http = Some(
-                    std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
-                );
-            }
-            if let Some(addr) = config.https_listen {
-                listeners.https = Some(
-                    std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?,
-                );
-            }
-            let path = crate::proxy::metrics::socket_path(&config.run_dir);
-            let _ = std::fs::remove_file(&path);
-            match std::os::unix::net::UnixListener::bind(&path) {
-                Ok(l) => listeners.metrics = Some(l),
-                Err(e) => eprintln!("lodge: no metrics socket at {}: {e}", path.display()),
-            }
-        }
-    }
-    Ok(listeners)
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
+    panel::serve(state, listen, crate::contract::signals::shutdown()).await
 }

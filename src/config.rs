@@ -2,6 +2,7 @@
 //! TOML file given by `--config`. A flag beats the environment, which beats the file, which
 //! beats the default.
 
+use crate::contract::{LogDir, RunDir, TenantsRoot};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
@@ -80,11 +81,11 @@ pub struct Config {
     /// Tenant UIDs/GIDs come from this inclusive range.
     pub uid_range: UidRange,
     /// Parent directory of the tenants' homes.
-    pub tenants_root: PathBuf,
-    /// Sockets and pid files: `fpm/<tenant>.sock`, `agent.sock`.
-    pub run_dir: PathBuf,
-    /// The proxy's access logs: `access/<tenant>/<domain>.log`.
-    pub log_dir: PathBuf,
+    pub tenants_root: TenantsRoot,
+    /// Sockets, pid files, pool files, the routes snapshot (see `contract::RunDir`).
+    pub run_dir: RunDir,
+    /// The proxy's access logs (see `contract::LogDir`).
+    pub log_dir: LogDir,
     /// The php-fpm binary (found at start when not given).
     pub php_fpm: Option<PathBuf>,
     /// Whether `serve` runs the agent alongside the panel.
@@ -213,9 +214,9 @@ impl Config {
             "https_listen",
         )?;
         Ok(Self {
-            tenants_root: pool_safe(absolute(tenants_root)?)?,
-            run_dir: pool_safe(absolute(run_dir)?)?,
-            log_dir: absolute(log_dir)?,
+            tenants_root: TenantsRoot::new(pool_safe(absolute(tenants_root)?)?),
+            run_dir: RunDir::new(pool_safe(absolute(run_dir)?)?),
+            log_dir: LogDir::new(absolute(log_dir)?),
             php_fpm,
             agent,
             http_listen,

@@ -11,8 +11,10 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod domain;
 pub mod fastcgi;
+pub mod nofollow;
 pub mod panel;
 pub mod proxy;
 pub mod store;

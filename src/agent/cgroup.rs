@@ -30,12 +30,12 @@
 //! one value per write.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use crate::nofollow;
 use serde::Serialize;
 
 /// The group under each hierarchy that holds all tenants' groups.
@@ -171,7 +171,7 @@ impl Cgroups {
     pub fn detect() -> Cgroups {
         let found = match fs::read_to_string(MOUNTINFO) {
             Ok(text) => Self::from_mountinfo(&text, |mount| {
-                read_nofollow(&mount.join("cgroup.controllers")).ok()
+                nofollow::read_to_string(&mount.join("cgroup.controllers")).ok()
             }),
             Err(err) => {
                 tracing::warn!("cgroups: cannot read {MOUNTINFO}: {err}");
@@ -448,7 +448,7 @@ impl TenantCgroup {
         let mut all = BTreeSet::new();
         for g in self.groups() {
             let path = g.dir.join("cgroup.procs");
-            let text = match read_nofollow(&path) {
+            let text = match nofollow::read_to_string(&path) {
                 Ok(text) => text,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(CgroupError::io(&path, err)),
@@ -574,7 +574,7 @@ fn apply_v1_memory(dir: &Path, value: &str) -> Result<(), CgroupError> {
 /// Adds the controllers missing from `dir/cgroup.subtree_control`, in a single write.
 fn enable_controllers(dir: &Path, names: &[&str]) -> Result<(), CgroupError> {
     let path = dir.join("cgroup.subtree_control");
-    let current = read_nofollow(&path).map_err(|e| CgroupError::io(&path, e))?;
+    let current = nofollow::read_to_string(&path).map_err(|e| CgroupError::io(&path, e))?;
     let enabled: Vec<&str> = current.split_whitespace().collect();
     let missing: Vec<String> = names
         .iter()
@@ -609,17 +609,9 @@ fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
 
-fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(!write)
-        .write(write)
-        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
-        .open(path)
-}
-
 /// One value, one `write(2)`: cgroupfs takes each write as a whole value.
 fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
-    let mut file = open_nofollow(path, true).map_err(|e| CgroupError::io(path, e))?;
+    let mut file = nofollow::open_file(path, true).map_err(|e| CgroupError::io(path, e))?;
     let written = loop {
         match file.write(value.as_bytes()) {
             Ok(n) => break n,
@@ -637,14 +629,8 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     Ok(())
 }
 
-fn read_nofollow(path: &Path) -> io::Result<String> {
-    let mut text = String::new();
-    open_nofollow(path, false)?.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 fn read_text(path: &Path) -> Option<String> {
-    match read_nofollow(path) {
+    match nofollow::read_to_string(path) {
         Ok(text) => Some(text),
         Err(err) => {
             tracing::debug!("cgroups: {}: {err}", path.display());

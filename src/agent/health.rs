@@ -5,6 +5,7 @@
 
 use super::cgroup::Cgroups;
 use super::pool::PoolPaths;
+use crate::contract::RunDir;
 use crate::domain::TenantName;
 use crate::fastcgi::{self, PoolStatus};
 use crate::store::{now, Store};
@@ -70,7 +71,7 @@ async fn check_one(
 }
 
 /// Runs the checks forever (until the task is dropped).
-pub async fn run(store: Store, run_dir: PathBuf, restarts: Restarts, privileged: bool) {
+pub async fn run(store: Store, run_dir: RunDir, restarts: Restarts, privileged: bool) {
     let cgroups = Arc::new(Cgroups::detect());
     let mut interval = tokio::time::interval(INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,7 +97,7 @@ pub async fn run(store: Store, run_dir: PathBuf, restarts: Restarts, privileged:
 
 async fn round(
     store: &Store,
-    run_dir: &std::path::Path,
+    run_dir: &RunDir,
     restarts: &Restarts,
     cgroups: &Arc<Cgroups>,
     privileged: bool,

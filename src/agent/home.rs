@@ -15,14 +15,13 @@
 //! tenant plants is never followed: an entry that is not a real directory is renamed aside
 //! and a fresh directory made in its place. Nothing is ever chowned recursively.
 
+use crate::contract::TenantsRoot;
 use crate::domain::{DocRoot, TenantName};
+use crate::nofollow::{ensure_dir, open_dir, set_owner_mode as set};
 use anyhow::Context;
-use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, mkdirat, Mode, SFlag};
-use nix::unistd::{fchown, Gid, Uid};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use nix::unistd::{Gid, Uid};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 /// Who owns a tenant's files. `None` when the agent is not root (no ownership changes).
 #[derive(Debug, Clone, Copy)]
@@ -38,90 +37,20 @@ const PRIVATE_DIRS: &[(&str, u32)] = &[("logs", 0o750), ("tmp", 0o700), ("sessio
 const SITES: &str = "sites";
 const SHARED_MODE: u32 = 0o2750;
 
-pub fn home_of(tenants_root: &Path, name: &TenantName) -> PathBuf {
-    tenants_root.join(name.as_str())
-}
-
-pub(super) fn open_dir(parent: Option<&OwnedFd>, name: &Path) -> nix::Result<OwnedFd> {
-    let fd = openat(
-        parent.map(|p| p.as_raw_fd()),
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Opens (making it when missing) the directory `name` under `parent` without following a
-/// symlink. What stands there and is not a directory is renamed aside first.
-pub(super) fn ensure_dir(parent: &OwnedFd, name: &str) -> anyhow::Result<(OwnedFd, bool)> {
-    let mut created = false;
-    match mkdirat(
-        Some(parent.as_raw_fd()),
-        name,
-        Mode::from_bits_truncate(0o700),
-    ) {
-        Ok(()) => created = true,
-        Err(Errno::EEXIST) => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {name}")),
-    }
-    let fd = match open_dir(Some(parent), Path::new(name)) {
-        Ok(fd) => fd,
-        Err(Errno::ELOOP | Errno::ENOTDIR) => {
-            // A symlink or a file where a directory belongs: move it out of the way.
-            let aside = format!("{name}.replaced-{}", crate::store::now());
-            nix::fcntl::renameat(
-                Some(parent.as_raw_fd()),
-                name,
-                Some(parent.as_raw_fd()),
-                aside.as_str(),
-            )
-            .with_context(|| format!("moving the non-directory {name} aside"))?;
-            tracing::warn!(entry = name, moved_to = %aside, "replaced a non-directory in a tenant home");
-            mkdirat(
-                Some(parent.as_raw_fd()),
-                name,
-                Mode::from_bits_truncate(0o700),
-            )
-            .with_context(|| format!("creating {name}"))?;
-            created = true;
-            open_dir(Some(parent), Path::new(name)).with_context(|| format!("opening {name}"))?
-        }
-        Err(e) => return Err(e).with_context(|| format!("opening {name}")),
-    };
-    Ok((fd, created))
-}
-
-/// Sets owner and mode through the descriptor itself.
-pub(super) fn set(fd: &OwnedFd, ids: Option<(Uid, Gid)>, mode: u32) -> anyhow::Result<()> {
-    if let Some((uid, gid)) = ids {
-        let st = fstat(fd.as_raw_fd())?;
-        if st.st_uid != uid.as_raw() || st.st_gid != gid.as_raw() {
-            fchown(fd.as_raw_fd(), Some(uid), Some(gid)).context("fchown")?;
-        }
-    }
-    let st = fstat(fd.as_raw_fd())?;
-    debug_assert!(SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR);
-    if st.st_mode & 0o7777 != mode {
-        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode)).context("fchmod")?;
-    }
-    Ok(())
-}
-
 /// Makes the home layout real and returns the home's path. Idempotent: run it on every
 /// apply. `docroots` are made when missing (existing directories inside a docroot are the
 /// tenant's own business and are left as they are).
 pub fn ensure_home(
-    tenants_root: &Path,
+    tenants_root: &TenantsRoot,
     name: &TenantName,
     ids: Option<Ids>,
     docroots: &[DocRoot],
 ) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(tenants_root)
-        .with_context(|| format!("creating {}", tenants_root.display()))?;
-    let root = open_dir(None, tenants_root)
-        .with_context(|| format!("opening {}", tenants_root.display()))?;
+    let root_path = tenants_root.path();
+    std::fs::create_dir_all(root_path)
+        .with_context(|| format!("creating {}", root_path.display()))?;
+    let root =
+        open_dir(None, root_path).with_context(|| format!("opening {}", root_path.display()))?;
     if ids.is_some() {
         // Tenants may pass through the root to their own home, but not list it.
         set(&root, Some((Uid::from_raw(0), Gid::from_raw(0))), 0o711)?;
@@ -140,7 +69,7 @@ pub fn ensure_home(
     for docroot in docroots {
         ensure_path(&home, docroot, shared)?;
     }
-    Ok(home_of(tenants_root, name))
+    Ok(tenants_root.home(name))
 }
 
 /// Walks a docroot from the home, making each missing directory (owned by the tenant, group
@@ -175,9 +104,10 @@ mod tests {
     fn layout_without_root_and_symlinks_moved_aside() {
         let base = std::env::temp_dir().join(format!("lodge-home-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
+        let root = TenantsRoot::new(&base);
         let name = TenantName::parse("acme").unwrap();
         let docroot = DocRoot::parse("sites/acme.example/public").unwrap();
-        let home = ensure_home(&base, &name, None, std::slice::from_ref(&docroot)).unwrap();
+        let home = ensure_home(&root, &name, None, std::slice::from_ref(&docroot)).unwrap();
         assert!(home.join("sites/acme.example/public").is_dir());
         assert!(
             home.join("tmp").is_dir()
@@ -192,7 +122,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, home.join("logs")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
-        ensure_home(&base, &name, None, &[docroot]).unwrap();
+        ensure_home(&root, &name, None, &[docroot]).unwrap();
         assert!(!home.join("logs").is_symlink() && home.join("logs").is_dir());
         assert_eq!(
             std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777,

@@ -10,12 +10,11 @@
 //! Each tenant directory is reached with `openat(O_NOFOLLOW)` from `access/` and changed
 //! through its own descriptor, like the homes: nothing here ever follows a symlink.
 
-use super::home::{ensure_dir, open_dir, set};
+use crate::contract::LogDir;
 use crate::domain::TenantName;
-use crate::proxy::access_log::access_dir;
+use crate::nofollow::{ensure_dir, open_dir, set_owner_mode as set};
 use anyhow::Context;
 use nix::unistd::{Gid, Uid};
-use std::path::Path;
 
 /// Who owns the tenant directories (root only).
 #[derive(Debug, Clone, Copy)]
@@ -31,8 +30,9 @@ const TENANT_DIR_MODE: u32 = 0o2750;
 /// Makes `<log-dir>/access/` (root's, 0711, when privileged). A log directory made here is
 /// 0755 whatever the umask; an existing one is left as it is, with a warning if the proxy and
 /// the panel could not pass through it.
-pub fn prepare(log_dir: &Path, privileged: bool) -> anyhow::Result<()> {
+pub fn prepare(log_dir: &LogDir, privileged: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let (access, log_dir) = (log_dir.access_dir(), log_dir.path());
     match std::fs::metadata(log_dir) {
         Ok(meta) if privileged && meta.permissions().mode() & 0o001 == 0 => tracing::warn!(
             dir = %log_dir.display(),
@@ -46,7 +46,6 @@ pub fn prepare(log_dir: &Path, privileged: bool) -> anyhow::Result<()> {
                 .with_context(|| format!("chmod {}", log_dir.display()))?;
         }
     }
-    let access = access_dir(log_dir);
     std::fs::create_dir_all(&access).with_context(|| format!("creating {}", access.display()))?;
     let fd = open_dir(None, &access).with_context(|| format!("opening {}", access.display()))?;
     let root = privileged.then(|| (Uid::from_raw(0), Gid::from_raw(0)));
@@ -55,11 +54,11 @@ pub fn prepare(log_dir: &Path, privileged: bool) -> anyhow::Result<()> {
 
 /// Makes the tenants' directories under `access/`, owned and moded as above. Idempotent.
 pub fn ensure_tenants<'a>(
-    log_dir: &Path,
+    log_dir: &LogDir,
     tenants: impl IntoIterator<Item = &'a TenantName>,
     owners: Option<Owners>,
 ) -> anyhow::Result<()> {
-    let access = access_dir(log_dir);
+    let access = log_dir.access_dir();
     let parent =
         open_dir(None, &access).with_context(|| format!("opening {}", access.display()))?;
     for tenant in tenants {
@@ -72,8 +71,8 @@ pub fn ensure_tenants<'a>(
 
 /// Removes a deleted tenant's logs, so that a tenant made later with the same name does not
 /// see them. Never follows a symlink inside.
-pub fn remove_tenant(log_dir: &Path, tenant: &TenantName) -> anyhow::Result<()> {
-    let dir = access_dir(log_dir).join(tenant.as_str());
+pub fn remove_tenant(log_dir: &LogDir, tenant: &TenantName) -> anyhow::Result<()> {
+    let dir = log_dir.tenant_access_dir(tenant);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", dir.display()))
@@ -89,18 +88,20 @@ mod tests {
 
     #[test]
     fn tenant_directories_are_made_and_removed() {
-        let base = std::env::temp_dir().join(format!("lodge-logs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let path = std::env::temp_dir().join(format!("lodge-logs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        let base = LogDir::new(&path);
         prepare(&base, false).unwrap();
         let acme = TenantName::parse("acme").unwrap();
         ensure_tenants(&base, [&acme], None).unwrap();
-        let dir = access_dir(&base).join("acme");
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = base.tenant_access_dir(&acme);
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&dir), 0o2750);
-        assert_eq!(mode(&access_dir(&base)), 0o711);
+        assert_eq!(mode(&base.access_dir()), 0o711);
 
         // A symlink where the directory belongs is moved aside, its target untouched.
-        let outside = base.join("outside");
+        let outside = path.join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::remove_dir(&dir).unwrap();
@@ -113,6 +114,6 @@ mod tests {
         remove_tenant(&base, &acme).unwrap();
         assert!(!dir.exists());
         remove_tenant(&base, &acme).unwrap();
-        let _ = std::fs::remove_dir_all(&base);
+        let _ = std::fs::remove_dir_all(&path);
     }
 }

@@ -16,9 +16,9 @@ mod publish;
 pub mod reconcile;
 pub mod supervisor;
 pub mod system;
-pub mod wake;
 
 use crate::config::Config;
+use crate::contract::handover::{self, Plan, Socket};
 use crate::store::Store;
 use anyhow::Context;
 use nix::sys::signal::Signal;
@@ -57,27 +57,24 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 /// Directories: the store's (the panel's), the runtime directory with the sockets (the
 /// proxy may pass through), the pool files (root's alone) and the access logs.
 fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
+    let run = &config.run_dir;
     for dir in [
-        &config.data_dir,
-        &config.run_dir,
-        &config.run_dir.join("fpm"),
-        &config.run_dir.join("pools"),
+        config.data_dir.clone(),
+        run.path().to_owned(),
+        run.fpm_dir(),
+        run.pools_dir(),
     ] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if let Some((uid, gid)) = panel {
         // The data directory is lodge's own; the runtime directories are root's.
         chown(&config.data_dir, Some(uid), Some(gid)).context("chown data dir")?;
         set_mode(&config.data_dir, 0o750)?;
-        chown(
-            &config.run_dir,
-            Some(Uid::from_raw(0)),
-            Some(Gid::from_raw(0)),
-        )?;
-        set_mode(&config.run_dir, 0o755)?;
-        set_mode(&config.run_dir.join("fpm"), 0o711)?;
+        chown(run.path(), Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))?;
+        set_mode(run.path(), 0o755)?;
+        set_mode(&run.fpm_dir(), 0o711)?;
     }
-    set_mode(&config.run_dir.join("pools"), 0o700)?;
+    set_mode(&run.pools_dir(), 0o700)?;
     logs::prepare(&config.log_dir, panel.is_some())?;
     Ok(())
 }
@@ -120,10 +117,10 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
         ),
         (
             "LODGE_TENANTS_ROOT".into(),
-            config.tenants_root.clone().into(),
+            config.tenants_root.path().into(),
         ),
-        ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
-        ("LODGE_LOG_DIR".into(), config.log_dir.clone().into()),
+        ("LODGE_RUN_DIR".into(), config.run_dir.path().into()),
+        ("LODGE_LOG_DIR".into(), config.log_dir.path().into()),
     ];
     if let Some(url) = &config.public_url {
         env.push(("LODGE_PUBLIC_URL".into(), url.into()));
@@ -176,9 +173,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.database_path()).await?;
     give_store_to_panel(&config, panel)?;
     // 3. masters a previous run left behind are stopped; the passes below start them again.
-    supervisor::stop_leftovers(&config.run_dir.join("pools")).await;
+    supervisor::stop_leftovers(&config.run_dir.pools_dir()).await;
     // 4. the wake-up socket the panel writes to after each change.
-    let wake = wake::bind(&config.run_dir, panel)?;
+    let wake = crate::contract::wake::bind(&config.run_dir, panel)?;
     // 5. the panel, supervised.
     let mut reconciler = Reconciler::new(config.clone(), store, privileged, www_gid, log_owners);
     reconciler
@@ -188,7 +185,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // 6. the proxy, as lodge-www, on sockets bound here (it never needs root), with its
     //    metrics socket, which only the panel's group may connect to.
     let listeners = bind_proxy_listeners(&config)?;
-    let _ = std::fs::remove_file(crate::proxy::metrics::socket_path(&config.run_dir));
+    let _ = std::fs::remove_file(config.run_dir.proxy_metrics());
     let metrics = if listeners.is_empty() {
         None
     } else {
@@ -222,15 +219,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// The proxy's listening sockets, bound by the agent (the only part that may bind :80).
-fn bind_proxy_listeners(
-    config: &Config,
-) -> anyhow::Result<Vec<(&'static str, std::net::TcpListener)>> {
+fn bind_proxy_listeners(config: &Config) -> anyhow::Result<Vec<(Socket, std::net::TcpListener)>> {
     let mut out = Vec::new();
-    for (name, addr) in [("http", config.http_listen), ("https", config.https_listen)] {
+    for (socket, addr) in [
+        (Socket::Http, config.http_listen),
+        (Socket::Https, config.https_listen),
+    ] {
         if let Some(addr) = addr {
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("binding the proxy's {name} listener to {addr}"))?;
-            out.push((name, listener));
+            let listener = std::net::TcpListener::bind(addr).with_context(|| {
+                format!("binding the proxy's {} listener to {addr}", socket.name())
+            })?;
+            out.push((socket, listener));
         }
     }
     Ok(out)
@@ -242,7 +241,7 @@ fn bind_metrics_socket(
     config: &Config,
     panel: Option<(Uid, Gid)>,
 ) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let path = crate::proxy::metrics::socket_path(&config.run_dir);
+    let path = config.run_dir.proxy_metrics();
     // Bound with root's umask: nobody else may connect before the owner and mode are set.
     let listener = std::os::unix::net::UnixListener::bind(&path)
         .with_context(|| format!("binding {}", path.display()))?;
@@ -262,26 +261,21 @@ fn bind_metrics_socket(
     Ok(listener)
 }
 
-/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners as fds 3, 4
-/// and the metrics socket after them.
+/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners and the
+/// metrics socket handed over (`contract::handover`).
 fn proxy_launch(
     config: &Config,
-    listeners: &[(&'static str, std::net::TcpListener)],
+    listeners: &[(Socket, std::net::TcpListener)],
     metrics: &std::os::unix::net::UnixListener,
     user: Option<&str>,
 ) -> anyhow::Result<Launch> {
     use std::os::fd::AsRawFd;
-    let mut fds = Vec::new();
-    let mut names = Vec::new();
-    let sockets = listeners
-        .iter()
-        .map(|(name, l)| (*name, l.as_raw_fd()))
-        .chain([("metrics", metrics.as_raw_fd())]);
-    for (i, (name, fd)) in sockets.enumerate() {
-        let target = 3 + i as i32;
-        fds.push((fd, target));
-        names.push(format!("{name}={target}"));
-    }
+    let plan = Plan::new(
+        listeners
+            .iter()
+            .map(|(socket, l)| (*socket, l.as_raw_fd()))
+            .chain([(Socket::Metrics, metrics.as_raw_fd())]),
+    )?;
     let user = match user {
         Some(u) => {
             let u = nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u}"))?;
@@ -290,9 +284,9 @@ fn proxy_launch(
         None => None,
     };
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
-        ("LODGE_RUN_DIR".into(), config.run_dir.clone().into()),
-        ("LODGE_PROXY_FDS".into(), names.join(",").into()),
-        ("LODGE_LOG_DIR".into(), config.log_dir.clone().into()),
+        ("LODGE_RUN_DIR".into(), config.run_dir.path().into()),
+        (handover::ENV.into(), plan.env_value().into()),
+        ("LODGE_LOG_DIR".into(), config.log_dir.path().into()),
     ];
     if let Some(v) = std::env::var_os("LODGE_LOG") {
         env.push(("LODGE_LOG".into(), v));
@@ -305,7 +299,7 @@ fn proxy_launch(
         pid_file: None,
         stop_signal: Signal::SIGTERM,
         parent_death: Some(Signal::SIGTERM),
-        fds,
+        fds: plan.fds(),
     })
 }
 
@@ -322,7 +316,7 @@ async fn run_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut reopen =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-    let shutdown = crate::cli::shutdown_signal();
+    let shutdown = crate::contract::signals::shutdown();
     tokio::pin!(shutdown);
     let mut buf = [0u8; 64];
     loop {

@@ -5,7 +5,9 @@
 //! `<run-dir>/pools/`, root's alone: a master running as root must never open a path inside
 //! a tenant's home, where the tenant could plant a symlink.
 
+use crate::contract::RunDir;
 use crate::domain::{PhpSettings, PmMode, TenantName};
+use crate::nofollow::{self, FileMode};
 use askama::Template;
 use std::path::{Path, PathBuf};
 
@@ -20,15 +22,13 @@ pub struct PoolPaths {
 }
 
 impl PoolPaths {
-    pub fn new(run_dir: &Path, name: &TenantName) -> Self {
-        let pools = run_dir.join("pools");
-        let n = name.as_str();
+    pub fn new(run_dir: &RunDir, name: &TenantName) -> Self {
         Self {
-            conf: pools.join(format!("{n}.conf")),
-            pid: pools.join(format!("{n}.pid")),
-            master_log: pools.join(format!("{n}.log")),
-            slow_log: pools.join(format!("{n}.slow.log")),
-            socket: run_dir.join("fpm").join(format!("{n}.sock")),
+            conf: run_dir.pool_conf(name),
+            pid: run_dir.pool_pid(name),
+            master_log: run_dir.pool_master_log(name),
+            slow_log: run_dir.pool_slow_log(name),
+            socket: run_dir.fpm_socket(name),
         }
     }
 }
@@ -136,37 +136,21 @@ pub async fn check(php_fpm: &Path, conf: &Path) -> Result<(), String> {
 
 /// Whether the file now in place differs from `content`.
 pub fn differs(conf: &Path, content: &str) -> bool {
-    std::fs::read_to_string(conf)
+    nofollow::read_to_string(conf)
         .map(|live| live != content)
         .unwrap_or(true)
 }
 
-/// Writes `content` as a candidate next to the live file, checks it, and only then renames
-/// it over the live one. A rejected candidate is removed and the live file stays.
+/// Writes `content` as a candidate beside the live file, checks it, and only then renames
+/// it over the live one. A rejected candidate is removed and the live file stays. Pool
+/// files are root's alone: they name paths and users.
 pub async fn replace_checked(php_fpm: &Path, conf: &Path, content: &str) -> Result<(), String> {
-    let candidate = conf.with_extension("conf.new");
-    write_private(&candidate, content)
-        .map_err(|e| format!("writing {}: {e}", candidate.display()))?;
-    if let Err(e) = check(php_fpm, &candidate).await {
-        let _ = std::fs::remove_file(&candidate);
-        return Err(e);
-    }
-    std::fs::rename(&candidate, conf).map_err(|e| format!("installing {}: {e}", conf.display()))
-}
-
-/// Writes a file only its owner may read (pool files name paths and users).
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()
+    let candidate = nofollow::write_beside(conf, content.as_bytes(), FileMode::private())
+        .map_err(|e| format!("writing the candidate for {}: {e}", conf.display()))?;
+    check(php_fpm, candidate.path()).await?;
+    candidate
+        .commit()
+        .map_err(|e| format!("installing {}: {e}", conf.display()))
 }
 
 #[cfg(test)]
@@ -191,7 +175,7 @@ mod tests {
         let spec = PoolSpec {
             name: name.clone(),
             home: PathBuf::from("/srv/lodge/tenants/acme"),
-            paths: PoolPaths::new(Path::new("/run/lodge"), &name),
+            paths: PoolPaths::new(&RunDir::new("/run/lodge"), &name),
             privileged: true,
             www_group: "lodge-www".into(),
             pm: PmMode::Dynamic,

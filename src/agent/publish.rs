@@ -3,12 +3,14 @@
 //! the directory of each routed tenant's access logs.
 
 use crate::config::Config;
+use crate::contract::routes::{RouteEntry, Snapshot};
+use crate::contract::RunDir;
 use crate::domain::{DocRoot, DomainName, FrontController, RedirectWww, TenantName, TlsPem};
-use crate::proxy::routes::{RouteEntry, Snapshot};
+use crate::nofollow::{self, FileMode};
 use crate::store::Store;
 use anyhow::Context;
 use nix::unistd::{Gid, Uid};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(sqlx::FromRow)]
@@ -48,7 +50,7 @@ pub async fn routes(
     )
     .fetch_all(&store.read)
     .await?;
-    let tls_dir = config.run_dir.join("tls");
+    let tls_dir = config.run_dir.tls_dir();
     std::fs::create_dir_all(&tls_dir)?;
     if let Some(gid) = www_gid {
         nix::unistd::chown(&tls_dir, Some(Uid::from_raw(0)), Some(gid))?;
@@ -57,7 +59,7 @@ pub async fn routes(
 
     let mut vhosts = Vec::with_capacity(records.len());
     for r in records {
-        match entry(config, &tls_dir, www_gid, r) {
+        match entry(config, www_gid, r) {
             Ok(e) => vhosts.push(e),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "vhost left out of the routes"),
         }
@@ -74,12 +76,7 @@ pub async fn routes(
     Ok(snapshot.publish(&config.run_dir)?)
 }
 
-fn entry(
-    config: &Config,
-    tls_dir: &Path,
-    www_gid: Option<Gid>,
-    r: VhostRecord,
-) -> anyhow::Result<RouteEntry> {
+fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Result<RouteEntry> {
     let domain =
         DomainName::parse(&r.domain).map_err(|e| anyhow::anyhow!("domain {:?}: {e}", r.domain))?;
     let tenant =
@@ -113,7 +110,7 @@ fn entry(
     names.insert(0, domain.as_str().to_owned());
     let (tls_cert, tls_key) = match r.tls_mode.as_str() {
         "self-signed" => {
-            let (cert, key) = self_signed_files(tls_dir, &domain, &names, www_gid)?;
+            let (cert, key) = self_signed_files(&config.run_dir, &domain, &names, www_gid)?;
             (Some(cert), Some(key))
         }
         "custom" => {
@@ -121,8 +118,7 @@ fn entry(
                 .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
             let key = TlsPem::parse_key(r.tls_key_pem.as_deref().unwrap_or(""))
                 .map_err(|e| anyhow::anyhow!("key: {e}"))?;
-            let cert_path = tls_dir.join(format!("{domain}.crt"));
-            let key_path = tls_dir.join(format!("{domain}.key"));
+            let (cert_path, key_path) = config.run_dir.tls_custom(&domain);
             write_if_changed(&cert_path, cert.as_str(), www_gid)?;
             write_if_changed(&key_path, key.as_str(), www_gid)?;
             (Some(cert_path), Some(key_path))
@@ -130,12 +126,9 @@ fn entry(
         _ => (None, None),
     };
     Ok(RouteEntry {
-        home: config.tenants_root.join(tenant.as_str()),
-        docroot: config
-            .tenants_root
-            .join(tenant.as_str())
-            .join(docroot.as_str()),
-        socket: config.run_dir.join("fpm").join(format!("{tenant}.sock")),
+        home: config.tenants_root.home(&tenant),
+        docroot: config.tenants_root.home(&tenant).join(docroot.as_str()),
+        socket: config.run_dir.fpm_socket(&tenant),
         domain: domain.as_str().to_owned(),
         names,
         tenant: tenant.as_str().to_owned(),
@@ -154,16 +147,14 @@ fn entry(
 /// A self-signed certificate for the vhost's names, made once and again only when the
 /// names change (a sidecar file remembers them).
 fn self_signed_files(
-    tls_dir: &Path,
+    run_dir: &RunDir,
     domain: &DomainName,
     names: &[String],
     www_gid: Option<Gid>,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let cert_path = tls_dir.join(format!("{domain}.self.crt"));
-    let key_path = tls_dir.join(format!("{domain}.self.key"));
-    let names_path = tls_dir.join(format!("{domain}.self.names"));
+    let (cert_path, key_path, names_path) = run_dir.tls_self_signed(domain);
     let wanted = names.join(" ");
-    let current = std::fs::read_to_string(&names_path).ok();
+    let current = nofollow::read_to_string(&names_path).ok();
     if current.as_deref() != Some(wanted.as_str()) || !cert_path.exists() || !key_path.exists() {
         let (cert, key) =
             crate::proxy::tls::self_signed(names).context("making a self-signed certificate")?;
@@ -174,31 +165,14 @@ fn self_signed_files(
     Ok((cert_path, key_path))
 }
 
-/// Writes `content` (root:www, 0640) through a temporary file and a rename, never following a
-/// symlink, and only when it differs.
+/// Writes `content` (root:www, 0640) beside the file and renames it into place, never
+/// following a symlink, and only when it differs.
 fn write_if_changed(path: &Path, content: &str, www_gid: Option<Gid>) -> anyhow::Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return Ok(());
-    }
-    use std::io::Write;
-    let tmp = path.with_extension("new");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    if let Some(gid) = www_gid {
-        nix::unistd::fchown(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            Some(Uid::from_raw(0)),
-            Some(gid),
-        )?;
-    }
-    std::fs::rename(&tmp, path)?;
+    let mode = FileMode {
+        mode: 0o640,
+        owner: www_gid.map(|g| (Uid::from_raw(0), g)),
+    };
+    nofollow::replace_file(path, content.as_bytes(), mode)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

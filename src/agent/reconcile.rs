@@ -300,7 +300,7 @@ impl Reconciler {
 
     async fn apply(&mut self, t: &Desired) -> anyhow::Result<()> {
         let php_fpm = self.php_fpm()?;
-        let home_path = home::home_of(&self.config.tenants_root, &t.name);
+        let home_path = self.config.tenants_root.home(&t.name);
         let ids = if self.privileged {
             system::ensure_tenant_user(&t.name, t.uid, t.gid, &home_path)?;
             Some(Ids {
@@ -441,7 +441,7 @@ impl Reconciler {
             let _ = std::fs::remove_file(f);
         }
         super::logs::remove_tenant(&self.config.log_dir, name)?;
-        let home = home::home_of(&self.config.tenants_root, name);
+        let home = self.config.tenants_root.home(name);
         let archive = if home.symlink_metadata().is_ok_and(|m| m.is_dir()) {
             let archive = super::archive::home(&self.config, name, &home).await?;
             std::fs::remove_dir_all(&home)

@@ -2,6 +2,7 @@
 //! `Authorization: Bearer`, or an admin's dashboard session): the proxy's metrics, read from
 //! its unix socket, followed by the panel's own.
 
+use crate::contract::RunDir;
 use crate::domain::Role;
 use crate::panel::api::extract::actor_of;
 use crate::panel::auth::session;
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::fmt::Write;
-use std::path::Path;
 use std::time::Duration;
 
 /// How long the proxy may take to answer.
@@ -104,9 +104,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 
 /// The proxy's metrics from its socket; `None` when it does not answer (not running, or
 /// the proxy is off).
-async fn proxy_metrics(run_dir: &Path) -> Option<String> {
+async fn proxy_metrics(run_dir: &RunDir) -> Option<String> {
     use tokio::io::AsyncReadExt;
-    let path = crate::proxy::metrics::socket_path(run_dir);
+    let path = run_dir.proxy_metrics();
     let read = async {
         let stream = tokio::net::UnixStream::connect(&path).await.ok()?;
         let mut text = String::new();

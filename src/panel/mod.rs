@@ -28,7 +28,7 @@ pub struct AppState {
     pub control: Control,
     pub throttle: Arc<Throttle>,
     /// Tells the agent the desired state changed.
-    pub waker: crate::agent::wake::Waker,
+    pub waker: crate::contract::wake::Waker,
 }
 
 /// After a request that may have changed the desired state (not GET or HEAD) and did not

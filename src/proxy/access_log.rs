@@ -24,6 +24,7 @@
 
 use super::metrics::{Dropped, Metrics};
 use super::routes::Route;
+use crate::contract::LogDir;
 use hyper::header::HeaderValue;
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Version};
@@ -31,7 +32,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -51,19 +52,6 @@ const RETRY_OPEN: Duration = Duration::from_secs(5);
 /// At most this many bytes of the request target, referer and user agent are written.
 const MAX_TARGET: usize = 4096;
 const MAX_HEADER: usize = 1024;
-
-/// The access logs' directory under the log directory.
-pub fn access_dir(log_dir: &Path) -> PathBuf {
-    log_dir.join("access")
-}
-
-/// A vhost's log file. `tenant` and `domain` must be checked names (`TenantName`,
-/// `DomainName`): they become path segments.
-pub fn file_of(log_dir: &Path, tenant: &str, domain: &str) -> PathBuf {
-    access_dir(log_dir)
-        .join(tenant)
-        .join(format!("{domain}.log"))
-}
 
 /// One answered request, as the log needs it. Cheap to make: the route is shared and the
 /// header values and target are reference-counted.
@@ -115,7 +103,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the logger thread writing under `log_dir`.
-    pub fn start(log_dir: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    pub fn start(log_dir: LogDir, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let lanes = Arc::new(Lanes {
             lanes: (0..super::event_loops())
                 .map(|_| Lane(Mutex::new(Vec::new())))
@@ -188,7 +176,7 @@ enum Slot {
 }
 
 struct Writer {
-    log_dir: PathBuf,
+    log_dir: LogDir,
     /// By primary domain.
     files: HashMap<String, Slot>,
     metrics: Arc<Metrics>,
@@ -264,7 +252,7 @@ impl Writer {
             _ => false,
         };
         if !usable {
-            let path = file_of(&self.log_dir, tenant, domain);
+            let path = self.log_dir.access_log(&r.route.tenant, &r.route.domain);
             let slot = match open(&path) {
                 Ok(file) => Slot::Open {
                     tenant: tenant.to_owned(),
@@ -400,7 +388,8 @@ pub fn escape_into(out: &mut Vec<u8>, raw: &[u8], max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::routes::{RouteEntry, Snapshot, Table};
+    use crate::contract::routes::{RouteEntry, Snapshot};
+    use crate::proxy::routes::Table;
 
     fn route(tenant: &str, domain: &str) -> Arc<Route> {
         let entry = RouteEntry {
@@ -531,10 +520,15 @@ mod tests {
     fn lines_reach_their_vhost_file_and_a_moved_file_is_replaced_on_reopen() {
         let dir = std::env::temp_dir().join(format!("lodge-access-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(access_dir(&dir).join("acme")).unwrap();
+        let logs = LogDir::new(&dir);
+        let acme = crate::domain::TenantName::parse("acme").unwrap();
+        std::fs::create_dir_all(logs.tenant_access_dir(&acme)).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let log = AccessLog::start(dir.clone(), metrics.clone()).unwrap();
-        let file = file_of(&dir, "acme", "acme.example");
+        let log = AccessLog::start(logs.clone(), metrics.clone()).unwrap();
+        let file = logs.access_log(
+            &acme,
+            &crate::domain::DomainName::parse("acme.example").unwrap(),
+        );
         log.push(record("/one", None, None));
         let wait_for = |path: &Path, text: &str| {
             let deadline = Instant::now() + Duration::from_secs(5);

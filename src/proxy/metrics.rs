@@ -9,7 +9,6 @@
 use super::php::PhpError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -22,11 +21,6 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 /// The label of requests for a host no vhost answers to (not a valid domain, so it cannot
 /// collide with one).
 pub const UNKNOWN_VHOST: &str = "_unknown";
-
-/// The socket the proxy serves its metrics on.
-pub fn socket_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("proxy-metrics.sock")
-}
 
 /// Why PHP did not answer, as the `kind` label says it.
 /// The kind of a FastCGI failure; `None` for what the client did (a body too large or

@@ -1,83 +1,16 @@
-//! The routes snapshot: what the agent publishes for the proxy (`<run-dir>/routes.json`,
-//! replaced atomically), and the immutable lookup table the proxy builds from it.
+//! The immutable lookup table the proxy builds from the routes snapshot the agent publishes
+//! (`contract::routes`).
 //!
 //! The proxy parses every name and path again when it loads a snapshot: a snapshot is input,
 //! and an entry that does not parse is left out (and logged), never half-used.
 
+use crate::contract::routes::{RouteEntry, Snapshot};
 use crate::domain::{DomainName, RedirectWww, TenantName};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One vhost as the agent describes it to the proxy.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RouteEntry {
-    pub domain: String,
-    /// The domain and its aliases.
-    pub names: Vec<String>,
-    pub tenant: String,
-    /// Absolute path of the tenant's home.
-    pub home: PathBuf,
-    /// Absolute path of the docroot (inside the home).
-    pub docroot: PathBuf,
-    pub php: bool,
-    pub front_controller: Option<String>,
-    pub socket: PathBuf,
-    /// The pool's pm.max_children: the proxy never holds more connections to it.
-    pub max_children: u32,
-    pub suspended: bool,
-    pub redirect_https: bool,
-    pub redirect_www: String,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    /// Largest request body, from the plan's upload limit.
-    pub body_limit_mb: u32,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Snapshot {
-    pub generation: i64,
-    pub vhosts: Vec<RouteEntry>,
-}
-
-impl Snapshot {
-    pub fn path(run_dir: &Path) -> PathBuf {
-        run_dir.join("routes.json")
-    }
-
-    /// Writes the snapshot next to its final name and renames it into place, so the proxy
-    /// reads either the old or the new one, never a half-written file. Readable by all: it
-    /// holds paths and names, no secrets.
-    pub fn publish(&self, run_dir: &Path) -> std::io::Result<bool> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = Self::path(run_dir);
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
-            return Ok(false);
-        }
-        let tmp = run_dir.join(".routes.json.new");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(true)
-    }
-
-    pub fn load(run_dir: &Path) -> std::io::Result<Self> {
-        let text = std::fs::read_to_string(Self::path(run_dir))?;
-        serde_json::from_str(&text).map_err(std::io::Error::other)
-    }
-}
 
 /// A vhost ready to serve: every value checked.
 #[derive(Debug)]

@@ -7,10 +7,14 @@ use super::access_log::AccessLog;
 use super::deadline::{Deadline, SEND_TIMEOUT};
 use super::h1::{self, ReqBody};
 use super::metrics::Metrics;
-use super::routes::{Snapshot, Table};
+use super::routes::Table;
 use super::sendfile::{Sendfile, SendfileIo};
 use super::server::{handle, Conn, Shared};
 use super::tls;
+use crate::contract::handover::ProxySockets;
+use crate::contract::routes::Snapshot;
+use crate::contract::{LogDir, RunDir};
+use anyhow::Context;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
@@ -23,7 +27,7 @@ use std::time::{Duration, SystemTime};
 const WATCH: Duration = Duration::from_millis(200);
 
 /// Builds the route table and the certificate store from a snapshot.
-fn load(run_dir: &Path) -> (Table, tls::CertStore) {
+fn load(run_dir: &RunDir) -> (Table, tls::CertStore) {
     let snapshot = match Snapshot::load(run_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -51,17 +55,39 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The sockets the proxy serves on.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    pub http: Option<std::net::TcpListener>,
-    pub https: Option<std::net::TcpListener>,
-    /// Where the panel reads the metrics.
-    pub metrics: Option<std::os::unix::net::UnixListener>,
+/// The sockets of a proxy run on its own (no agent to hand them over): the listeners from
+/// the settings, and the metrics socket in the run directory.
+pub fn bind_alone(
+    http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
+    run_dir: &RunDir,
+) -> anyhow::Result<ProxySockets> {
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))
+    };
+    let path = run_dir.proxy_metrics();
+    let _ = std::fs::remove_file(&path);
+    let metrics = match std::os::unix::net::UnixListener::bind(&path) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("lodge: no metrics socket at {}: {e}", path.display());
+            None
+        }
+    };
+    Ok(ProxySockets {
+        http: http.map(bind).transpose()?,
+        https: https.map(bind).transpose()?,
+        metrics,
+        control: None,
+    })
 }
 
 /// Serves until SIGTERM or Ctrl-C; access logs go under `log_dir`.
-pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> anyhow::Result<()> {
+pub async fn serve(
+    run_dir: RunDir,
+    log_dir: LogDir,
+    listeners: ProxySockets,
+) -> anyhow::Result<()> {
     // Before anything else: SIGUSR1's default action would end the process.
     let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let (table, certs) = load(&run_dir);
@@ -90,7 +116,7 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
     {
         let (shared, resolver, run_dir) = (shared.clone(), resolver.clone(), run_dir.clone());
         tokio::spawn(async move {
-            let path = Snapshot::path(&run_dir);
+            let path = run_dir.routes();
             let mut seen = modified(&path);
             loop {
                 tokio::time::sleep(WATCH).await;
@@ -188,7 +214,7 @@ pub async fn serve(run_dir: PathBuf, log_dir: PathBuf, listeners: Listeners) -> 
     ))];
     tokio::select! {
         _ = futures_util::future::join_all(tasks) => {}
-        _ = crate::cli::shutdown_signal() => {}
+        _ = crate::contract::signals::shutdown() => {}
     }
     // The lines still buffered reach their files before the process ends.
     tokio::task::spawn_blocking(move || {

@@ -113,8 +113,7 @@ pub async fn tail(
     request: &TailRequest,
 ) -> Result<VhostLog, ControlError> {
     let (tenant, domain) = reach(ctl, actor, tenant, domain).await?;
-    let path =
-        crate::proxy::access_log::file_of(&ctl.config.log_dir, tenant.as_str(), domain.as_str());
+    let path = ctl.config.log_dir.access_log(&tenant, &domain);
     let (lines, search) = (request.lines, request.search.clone());
     let tail = tokio::task::spawn_blocking(move || read_tail(&path, lines, search.as_deref()))
         .await

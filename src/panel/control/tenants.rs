@@ -650,12 +650,16 @@ pub async fn health(
 
 /// The path of a tenant's PHP-FPM socket.
 pub fn fpm_socket(ctl: &Control, tenant: &str) -> String {
-    ctl.config
-        .run_dir
-        .join("fpm")
-        .join(format!("{tenant}.sock"))
-        .to_string_lossy()
-        .into_owned()
+    // The store holds checked names; one that does not parse names no socket.
+    TenantName::parse(tenant)
+        .map(|t| {
+            ctl.config
+                .run_dir
+                .fpm_socket(&t)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default()
 }
 
 /// Recomputes the text a tenant is searched by: its name and its vhosts' host names. Called in

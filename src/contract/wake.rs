@@ -2,23 +2,30 @@
 //! the agent runs a pass at once instead of waiting for the periodic one. The datagram
 //! carries nothing; the store says what changed.
 
+use super::RunDir;
 use anyhow::Context;
 use nix::unistd::{Gid, Uid};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-pub fn socket_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("agent.sock")
-}
+use std::path::PathBuf;
 
 /// Binds the agent's end; only the panel's user (and root) may write to it.
-pub fn bind(run_dir: &Path, panel: Option<(Uid, Gid)>) -> anyhow::Result<tokio::net::UnixDatagram> {
-    let path = socket_path(run_dir);
+pub fn bind(
+    run_dir: &RunDir,
+    panel: Option<(Uid, Gid)>,
+) -> anyhow::Result<tokio::net::UnixDatagram> {
+    let path = run_dir.agent_socket();
     let _ = std::fs::remove_file(&path);
     let socket = tokio::net::UnixDatagram::bind(&path)
         .with_context(|| format!("binding {}", path.display()))?;
     if let Some((uid, gid)) = panel {
-        nix::unistd::chown(&path, Some(uid), Some(gid)).context("chown agent.sock")?;
+        nix::unistd::fchownat(
+            None,
+            &path,
+            Some(uid),
+            Some(gid),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .context("chown agent.sock")?;
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(socket)
@@ -31,9 +38,9 @@ pub struct Waker {
 }
 
 impl Waker {
-    pub fn new(run_dir: &Path) -> Self {
+    pub fn new(run_dir: &RunDir) -> Self {
         Self {
-            path: socket_path(run_dir),
+            path: run_dir.agent_socket(),
         }
     }
 
