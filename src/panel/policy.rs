@@ -8,7 +8,7 @@
 //! nobody learns which names exist. An action a role may never take is 403.
 
 use crate::domain::Role;
-use crate::panel::control::ControlError;
+use crate::store::audit::AuditActor;
 
 /// The authenticated account behind a request, and where the request came from.
 #[derive(Debug, Clone)]
@@ -21,6 +21,11 @@ pub struct Actor {
     /// Client address (or `cli`), for the audit log.
     pub source: String,
 }
+
+/// An action the actor's role may never take (the API answers 403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(pub String);
 
 /// The tenants an actor can reach, as a filter for queries:
 /// `(?owner IS NULL OR owner_id = ?owner) AND (?tenant IS NULL OR id = ?tenant)`.
@@ -64,6 +69,14 @@ impl Actor {
         }
     }
 
+    /// How the audit log names this actor.
+    pub fn audit(&self) -> AuditActor<'_> {
+        AuditActor {
+            username: &self.username,
+            source: &self.source,
+        }
+    }
+
     /// Whether a tenant owned by `owner_id` is within reach.
     pub fn reaches_tenant(&self, tenant_id: i64, owner_id: i64) -> bool {
         let scope = self.tenant_scope();
@@ -77,21 +90,19 @@ impl Actor {
     }
 
     /// Admin-only actions: managing accounts and plans.
-    pub fn require_admin(&self, what: &str) -> Result<(), ControlError> {
+    pub fn require_admin(&self, what: &str) -> Result<(), Denied> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ControlError::Forbidden(format!("only an admin may {what}")))
+            Err(Denied(format!("only an admin may {what}")))
         }
     }
 
     /// Creating, suspending and deleting tenants: admins and resellers.
-    pub fn require_tenant_manager(&self, what: &str) -> Result<(), ControlError> {
+    pub fn require_tenant_manager(&self, what: &str) -> Result<(), Denied> {
         match self.role {
             Role::Admin | Role::Reseller => Ok(()),
-            Role::Tenant => Err(ControlError::Forbidden(format!(
-                "a tenant login may not {what}"
-            ))),
+            Role::Tenant => Err(Denied(format!("a tenant login may not {what}"))),
         }
     }
 }

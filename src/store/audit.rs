@@ -1,14 +1,20 @@
 //! The audit log: who changed what, from where, before and after.
 
-use crate::panel::policy::Actor;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{Sqlite, Transaction};
 
+/// Who made a change, and from where (a client address, or `cli`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditActor<'a> {
+    pub username: &'a str,
+    pub source: &'a str,
+}
+
 /// One change, recorded in the same transaction as the change itself.
 #[derive(Debug)]
 pub struct AuditEntry<'a> {
-    pub actor: &'a Actor,
+    pub actor: AuditActor<'a>,
     pub action: &'static str,
     pub target: String,
     pub before: Option<Value>,
@@ -20,7 +26,7 @@ pub struct AuditEntry<'a> {
 }
 
 impl<'a> AuditEntry<'a> {
-    pub fn new(actor: &'a Actor, action: &'static str, target: impl Into<String>) -> Self {
+    pub fn new(actor: AuditActor<'a>, action: &'static str, target: impl Into<String>) -> Self {
         Self {
             actor,
             action,
@@ -54,12 +60,12 @@ impl<'a> AuditEntry<'a> {
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(super::now())
-        .bind(&self.actor.username)
+        .bind(self.actor.username)
         .bind(self.action)
         .bind(&self.target)
         .bind(self.before.map(|v| v.to_string()))
         .bind(self.after.map(|v| v.to_string()))
-        .bind(&self.actor.source)
+        .bind(self.actor.source)
         .bind(self.scope_owner_id)
         .bind(self.scope_tenant_id)
         .execute(&mut **tx)

@@ -51,6 +51,12 @@ pub enum ControlError {
     Internal(#[from] anyhow::Error),
 }
 
+impl From<crate::panel::policy::Denied> for ControlError {
+    fn from(e: crate::panel::policy::Denied) -> Self {
+        ControlError::Forbidden(e.0)
+    }
+}
+
 impl From<sqlx::Error> for ControlError {
     fn from(e: sqlx::Error) -> Self {
         ControlError::Internal(e.into())

@@ -260,7 +260,7 @@ pub async fn create(
         .last_insert_rowid();
     let plan = fetch(&mut tx, id).await?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "plan.create", format!("plan:{name}"))
+    AuditEntry::new(actor.audit(), "plan.create", format!("plan:{name}"))
         .after(plan.json())
         .record(&mut tx)
         .await?;
@@ -374,7 +374,7 @@ pub async fn update(
         .bind(before.id)
         .execute(&mut *tx)
         .await?;
-    AuditEntry::new(actor, "plan.update", format!("plan:{name}"))
+    AuditEntry::new(actor.audit(), "plan.update", format!("plan:{name}"))
         .before(before.json())
         .after(after.json())
         .record(&mut tx)
@@ -402,7 +402,7 @@ pub async fn delete(ctl: &Control, actor: &Actor, name: &str) -> Result<(), Cont
         .execute(&mut *tx)
         .await?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "plan.delete", format!("plan:{name}"))
+    AuditEntry::new(actor.audit(), "plan.delete", format!("plan:{name}"))
         .before(plan.json())
         .record(&mut tx)
         .await?;

@@ -268,7 +268,7 @@ pub async fn create(
     }
     refresh_search_text(&mut tx, id).await?;
     let tenant = fetch(&mut tx, id).await?;
-    AuditEntry::new(actor, "tenant.create", format!("tenant:{name}"))
+    AuditEntry::new(actor.audit(), "tenant.create", format!("tenant:{name}"))
         .after(tenant.json())
         .scope(Some(owner.id), Some(id))
         .record(&mut tx)
@@ -430,7 +430,7 @@ pub async fn update(
     if hash.is_some() {
         after_json["password"] = Value::from("changed");
     }
-    AuditEntry::new(actor, "tenant.update", format!("tenant:{name}"))
+    AuditEntry::new(actor.audit(), "tenant.update", format!("tenant:{name}"))
         .before(before.json())
         .after(after_json)
         .scope(Some(after.owner_id), Some(after.id))
@@ -517,7 +517,7 @@ pub async fn set_suspended(
         .await?;
     let after = fetch(&mut tx, before.id).await?;
     AuditEntry::new(
-        actor,
+        actor.audit(),
         if suspended {
             "tenant.suspend"
         } else {
@@ -565,7 +565,7 @@ pub async fn delete(ctl: &Control, actor: &Actor, name: &str) -> Result<(), Cont
         .bind(tenant.id)
         .execute(&mut *tx)
         .await?;
-    AuditEntry::new(actor, "tenant.delete", format!("tenant:{name}"))
+    AuditEntry::new(actor.audit(), "tenant.delete", format!("tenant:{name}"))
         .before(tenant.json())
         .scope(Some(tenant.owner_id), Some(tenant.id))
         .record(&mut tx)

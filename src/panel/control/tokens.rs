@@ -37,11 +37,15 @@ pub async fn issue(
     .fetch_one(&mut *tx)
     .await?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "token.create", format!("user:{}", user.username))
-        .after(json!({"id": id, "name": name, "prefix": prefix}))
-        .scope(None, user.tenant_id)
-        .record(&mut tx)
-        .await?;
+    AuditEntry::new(
+        actor.audit(),
+        "token.create",
+        format!("user:{}", user.username),
+    )
+    .after(json!({"id": id, "name": name, "prefix": prefix}))
+    .scope(None, user.tenant_id)
+    .record(&mut tx)
+    .await?;
     tx.commit().await?;
     Ok((token, id))
 }
@@ -97,11 +101,15 @@ pub async fn revoke(ctl: &Control, actor: &Actor, id: i64) -> Result<(), Control
     .await?;
     let row = row.ok_or(ControlError::NotFound("token"))?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "token.revoke", format!("user:{}", actor.username))
-        .before(row.json())
-        .scope(None, actor.tenant_id)
-        .record(&mut tx)
-        .await?;
+    AuditEntry::new(
+        actor.audit(),
+        "token.revoke",
+        format!("user:{}", actor.username),
+    )
+    .before(row.json())
+    .scope(None, actor.tenant_id)
+    .record(&mut tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

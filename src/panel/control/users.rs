@@ -128,7 +128,7 @@ pub async fn create(ctl: &Control, actor: &Actor, input: NewUser) -> Result<User
     }
     let user = fetch_by_id(&mut tx, id).await?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "user.create", format!("user:{username}"))
+    AuditEntry::new(actor.audit(), "user.create", format!("user:{username}"))
         .after(user.json())
         .scope(None, tenant_id)
         .record(&mut tx)
@@ -247,7 +247,7 @@ pub async fn update(
     if hash.is_some() {
         after_json["password"] = json!("changed");
     }
-    AuditEntry::new(actor, "user.update", format!("user:{username}"))
+    AuditEntry::new(actor.audit(), "user.update", format!("user:{username}"))
         .before(before.json())
         .after(after_json)
         .scope(None, after.tenant_id)
@@ -293,7 +293,7 @@ pub async fn delete(ctl: &Control, actor: &Actor, username: &str) -> Result<(), 
         .execute(&mut *tx)
         .await?;
     bump_generation(&mut tx).await?;
-    AuditEntry::new(actor, "user.delete", format!("user:{username}"))
+    AuditEntry::new(actor.audit(), "user.delete", format!("user:{username}"))
         .before(user.json())
         .scope(None, user.tenant_id)
         .record(&mut tx)
@@ -339,7 +339,7 @@ pub async fn set_totp(
     } else {
         "user.totp_disable"
     };
-    AuditEntry::new(actor, action, format!("user:{}", actor.username))
+    AuditEntry::new(actor.audit(), action, format!("user:{}", actor.username))
         .scope(None, actor.tenant_id)
         .record(&mut tx)
         .await?;

@@ -295,7 +295,7 @@ pub async fn create(
     touch_tenant(&mut tx, tenant.id, generation).await?;
     super::tenants::refresh_search_text(&mut tx, tenant.id).await?;
     let vhost = fetch(&mut tx, id).await?;
-    AuditEntry::new(actor, "vhost.create", format!("vhost:{domain}"))
+    AuditEntry::new(actor.audit(), "vhost.create", format!("vhost:{domain}"))
         .after(vhost.json())
         .scope(Some(tenant.owner_id), Some(tenant.id))
         .record(&mut tx)
@@ -409,7 +409,7 @@ pub async fn update(
     touch_tenant(&mut tx, before.tenant_id, generation).await?;
     super::tenants::refresh_search_text(&mut tx, before.tenant_id).await?;
     let after = fetch(&mut tx, before.id).await?;
-    AuditEntry::new(actor, "vhost.update", format!("vhost:{domain}"))
+    AuditEntry::new(actor.audit(), "vhost.update", format!("vhost:{domain}"))
         .before(before.json())
         .after(after.json())
         .scope(Some(after.owner_id), Some(after.tenant_id))
@@ -467,11 +467,15 @@ pub async fn delete(ctl: &Control, actor: &Actor, domain: &str) -> Result<(), Co
         .await?;
     touch_tenant(&mut tx, vhost.tenant_id, generation).await?;
     super::tenants::refresh_search_text(&mut tx, vhost.tenant_id).await?;
-    AuditEntry::new(actor, "vhost.delete", format!("vhost:{}", vhost.domain))
-        .before(vhost.json())
-        .scope(Some(vhost.owner_id), Some(vhost.tenant_id))
-        .record(&mut tx)
-        .await?;
+    AuditEntry::new(
+        actor.audit(),
+        "vhost.delete",
+        format!("vhost:{}", vhost.domain),
+    )
+    .before(vhost.json())
+    .scope(Some(vhost.owner_id), Some(vhost.tenant_id))
+    .record(&mut tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -103,6 +103,12 @@ impl From<ControlError> for WebError {
     }
 }
 
+impl From<crate::panel::policy::Denied> for WebError {
+    fn from(e: crate::panel::policy::Denied) -> Self {
+        WebError::Control(e.into())
+    }
+}
+
 impl From<askama::Error> for WebError {
     fn from(e: askama::Error) -> Self {
         WebError::Render(e)
