@@ -6,8 +6,9 @@
 use super::cgroup::Cgroups;
 use super::pool::PoolPaths;
 use crate::contract::RunDir;
-use crate::domain::TenantName;
-use crate::fastcgi::{self, PoolStatus};
+use crate::domain::{PmMode, TenantName};
+use crate::fastcgi;
+use crate::store::agent::{self as agent_store, HealthRecord};
 use crate::store::{now, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,16 +30,6 @@ const PARALLEL: usize = 16;
 /// Restarts per tenant, counted by the supervisor, read here.
 pub type Restarts = Arc<Mutex<HashMap<String, u32>>>;
 
-struct Check {
-    tenant_id: i64,
-    ok: bool,
-    error: Option<String>,
-    ping_ms: Option<f64>,
-    status: Option<PoolStatus>,
-    restarts: u32,
-    usage: super::cgroup::Usage,
-}
-
 async fn check_one(
     tenant_id: i64,
     name: TenantName,
@@ -46,7 +37,7 @@ async fn check_one(
     restarts: u32,
     cgroups: Arc<Cgroups>,
     privileged: bool,
-) -> Check {
+) -> HealthRecord {
     let ping = fastcgi::ping(&socket, "/fpm-ping", TIMEOUT).await;
     let status = fastcgi::status(&socket, "/fpm-status", TIMEOUT).await;
     let usage = if privileged && cgroups.available() {
@@ -59,14 +50,25 @@ async fn check_one(
         (_, Err(e)) => Some(format!("status: {e}")),
         _ => None,
     };
-    Check {
+    let status = status.ok();
+    let s = status.as_ref();
+    let count = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok());
+    HealthRecord {
         tenant_id,
         ok: error.is_none(),
         error,
         ping_ms: ping.ok().map(|d| d.as_secs_f64() * 1000.0),
-        status: status.ok(),
-        restarts,
-        usage,
+        active_processes: count(s.map(|s| s.active_processes)),
+        idle_processes: count(s.map(|s| s.idle_processes)),
+        total_processes: count(s.map(|s| s.total_processes)),
+        listen_queue: count(s.map(|s| s.listen_queue)),
+        max_children_reached: count(s.map(|s| s.max_children_reached)),
+        slow_requests: count(s.map(|s| s.slow_requests)),
+        accepted_conn: count(s.map(|s| s.accepted_conn)),
+        restarts: i64::from(restarts),
+        memory_bytes: count(usage.memory_bytes),
+        processes: count(usage.processes),
+        cpu_usec: count(usage.cpu_usec),
     }
 }
 
@@ -105,16 +107,10 @@ async fn round(
     last_check: &mut HashMap<i64, i64>,
 ) -> anyhow::Result<()> {
     let t = now();
-    let tenants: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT t.id, t.name, p.php_pm FROM tenants t JOIN plans p ON p.id = t.plan_id
-         JOIN tenant_applied a ON a.tenant_id = t.id
-         WHERE t.state = 'active' ORDER BY t.id",
-    )
-    .fetch_all(&store.read)
-    .await?;
+    let tenants = agent_store::health_targets(store).await?;
     let mut due = Vec::with_capacity(tenants.len());
     for (id, name, pm) in tenants {
-        if pm != "ondemand"
+        if PmMode::parse(&pm) != Ok(PmMode::Ondemand)
             || last_check
                 .get(&id)
                 .is_none_or(|at| t - at >= ONDEMAND_EVERY)
@@ -147,62 +143,9 @@ async fn round(
     }
 
     let sample = t - *last_sample >= SAMPLE_EVERY;
-    let mut tx = store.begin().await?;
-    for c in &checks {
-        let s = c.status.as_ref();
-        sqlx::query(
-            "INSERT INTO tenant_health (tenant_id, checked_at, ok, error, ping_ms, active_processes, idle_processes,
-                 total_processes, listen_queue, max_children_reached, slow_requests, accepted_conn, restarts,
-                 memory_bytes, processes, cpu_usec)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant_id) DO UPDATE SET checked_at = excluded.checked_at, ok = excluded.ok,
-                 error = excluded.error, ping_ms = excluded.ping_ms, active_processes = excluded.active_processes,
-                 idle_processes = excluded.idle_processes, total_processes = excluded.total_processes,
-                 listen_queue = excluded.listen_queue, max_children_reached = excluded.max_children_reached,
-                 slow_requests = excluded.slow_requests, accepted_conn = excluded.accepted_conn,
-                 restarts = excluded.restarts, memory_bytes = excluded.memory_bytes,
-                 processes = excluded.processes, cpu_usec = excluded.cpu_usec",
-        )
-        .bind(c.tenant_id)
-        .bind(t)
-        .bind(c.ok)
-        .bind(&c.error)
-        .bind(c.ping_ms)
-        .bind(s.map(|s| s.active_processes as i64))
-        .bind(s.map(|s| s.idle_processes as i64))
-        .bind(s.map(|s| s.total_processes as i64))
-        .bind(s.map(|s| s.listen_queue as i64))
-        .bind(s.map(|s| s.max_children_reached as i64))
-        .bind(s.map(|s| s.slow_requests as i64))
-        .bind(s.map(|s| s.accepted_conn as i64))
-        .bind(c.restarts as i64)
-        .bind(c.usage.memory_bytes.map(|v| v as i64))
-        .bind(c.usage.processes.map(|v| v as i64))
-        .bind(c.usage.cpu_usec.map(|v| v as i64))
-        .execute(&mut *tx)
-        .await?;
-        if sample {
-            sqlx::query(
-                "INSERT OR REPLACE INTO tenant_health_samples (tenant_id, at, active_processes, total_processes, listen_queue, memory_bytes)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(c.tenant_id)
-            .bind(t)
-            .bind(s.map(|s| s.active_processes as i64))
-            .bind(s.map(|s| s.total_processes as i64))
-            .bind(s.map(|s| s.listen_queue as i64))
-            .bind(c.usage.memory_bytes.map(|v| v as i64))
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
+    agent_store::record_health(store, &checks, t, sample, KEEP).await?;
     if sample {
-        sqlx::query("DELETE FROM tenant_health_samples WHERE at < ?")
-            .bind(t - KEEP)
-            .execute(&mut *tx)
-            .await?;
         *last_sample = t;
     }
-    tx.commit().await?;
     Ok(())
 }

@@ -5,31 +5,16 @@
 use crate::config::Config;
 use crate::contract::routes::{RouteEntry, Snapshot};
 use crate::contract::RunDir;
-use crate::domain::{DocRoot, DomainName, FrontController, RedirectWww, TenantName, TlsPem};
+use crate::domain::{
+    DocRoot, DomainName, FrontController, RedirectWww, TenantName, TenantState, TlsMode, TlsPem,
+};
 use crate::nofollow::{self, FileMode};
+use crate::store::agent::{self as agent_store, VhostRecord};
 use crate::store::Store;
 use anyhow::Context;
 use nix::unistd::{Gid, Uid};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
-#[derive(sqlx::FromRow)]
-struct VhostRecord {
-    domain: String,
-    docroot: String,
-    php: bool,
-    front_controller: Option<String>,
-    tls_mode: String,
-    tls_cert_pem: Option<String>,
-    tls_key_pem: Option<String>,
-    redirect_www: String,
-    redirect_https: bool,
-    tenant: String,
-    state: String,
-    php_max_children: i64,
-    php_upload_max_mb: i64,
-    names: Option<String>,
-}
 
 /// Builds the snapshot from the store (every value parsed again), writes the certificates it
 /// names, makes the access log directories of its tenants, and publishes it when it changed.
@@ -41,15 +26,7 @@ pub async fn routes(
     log_owners: Option<super::logs::Owners>,
 ) -> anyhow::Result<bool> {
     let generation = store.generation().await?;
-    let records: Vec<VhostRecord> = sqlx::query_as(
-        "SELECT v.domain, v.docroot, v.php, v.front_controller, v.tls_mode, v.tls_cert_pem, v.tls_key_pem,
-                v.redirect_www, v.redirect_https, t.name AS tenant, t.state, p.php_max_children, p.php_upload_max_mb,
-                (SELECT group_concat(n.name, ' ') FROM vhost_names n WHERE n.vhost_id = v.id) AS names
-         FROM vhosts v JOIN tenants t ON t.id = v.tenant_id JOIN plans p ON p.id = t.plan_id
-         ORDER BY v.domain",
-    )
-    .fetch_all(&store.read)
-    .await?;
+    let records = agent_store::vhosts(store).await?;
     let tls_dir = config.run_dir.tls_dir();
     std::fs::create_dir_all(&tls_dir)?;
     if let Some(gid) = www_gid {
@@ -108,12 +85,18 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
     // The domain first: it names the self-signed certificate.
     names.retain(|n| n != domain.as_str());
     names.insert(0, domain.as_str().to_owned());
-    let (tls_cert, tls_key) = match r.tls_mode.as_str() {
-        "self-signed" => {
+    let plan = r
+        .plan
+        .limits()
+        .map_err(|e| anyhow::anyhow!("plan: {}", e.first().map_or("", |e| e.message.as_str())))?;
+    let state = TenantState::parse(&r.state).map_err(|e| anyhow::anyhow!("state: {e}"))?;
+    let tls_mode = TlsMode::parse(&r.tls_mode).map_err(|e| anyhow::anyhow!("TLS mode: {e}"))?;
+    let (tls_cert, tls_key) = match tls_mode {
+        TlsMode::SelfSigned => {
             let (cert, key) = self_signed_files(&config.run_dir, &domain, &names, www_gid)?;
             (Some(cert), Some(key))
         }
-        "custom" => {
+        TlsMode::Custom => {
             let cert = TlsPem::parse_chain(r.tls_cert_pem.as_deref().unwrap_or(""))
                 .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
             let key = TlsPem::parse_key(r.tls_key_pem.as_deref().unwrap_or(""))
@@ -123,7 +106,7 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
             write_if_changed(&key_path, key.as_str(), www_gid)?;
             (Some(cert_path), Some(key_path))
         }
-        _ => (None, None),
+        TlsMode::None => (None, None),
     };
     Ok(RouteEntry {
         home: config.tenants_root.home(&tenant),
@@ -134,13 +117,13 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
         tenant: tenant.as_str().to_owned(),
         php: r.php,
         front_controller: front_controller.map(|f| f.as_str().to_owned()),
-        max_children: r.php_max_children.clamp(1, 1000) as u32,
-        suspended: r.state == "suspended",
+        max_children: plan.max_children,
+        suspended: state.is_suspended(),
         redirect_https: r.redirect_https,
         redirect_www: redirect_www.as_str().to_owned(),
         tls_cert,
         tls_key,
-        body_limit_mb: r.php_upload_max_mb.clamp(1, 10_240) as u32,
+        body_limit_mb: plan.upload_max_mb,
     })
 }
 

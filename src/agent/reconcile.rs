@@ -11,8 +11,9 @@ use super::supervisor::{Launch, State, Supervisor, STOP_GRACE};
 use super::system;
 use super::{cgroup, fault};
 use crate::config::Config;
-use crate::domain::{DocRoot, PhpBounds, PhpSettings, PmMode, TenantName};
-use crate::store::{now, Store};
+use crate::domain::{AppliedState, DocRoot, PhpSettings, PmMode, TenantName, TenantState};
+use crate::store::agent::{self as agent_store, TenantRecord};
+use crate::store::Store;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
@@ -23,30 +24,6 @@ use std::time::Instant;
 /// How long a suspended tenant's running requests may take to finish before its workers are
 /// killed: a suspension is meant to take effect now.
 const SUSPEND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// A tenant as the store describes it, still raw.
-#[derive(Debug, sqlx::FromRow)]
-struct TenantRecord {
-    id: i64,
-    name: String,
-    state: String,
-    uid: i64,
-    gid: i64,
-    php_settings: String,
-    generation: i64,
-    php_pm: String,
-    php_max_children: i64,
-    php_max_requests: i64,
-    php_memory_limit_mb: i64,
-    php_upload_max_mb: i64,
-    php_max_execution_time: i64,
-    php_disable_functions: String,
-    memory_mb: i64,
-    cpu_percent: i64,
-    max_processes: i64,
-    applied_generation: Option<i64>,
-    applied_state: Option<String>,
-}
 
 /// The same tenant, every value checked.
 struct Desired {
@@ -71,6 +48,15 @@ fn in_range(value: i64, low: i64, high: i64, what: &str) -> anyhow::Result<u32> 
     Ok(value as u32)
 }
 
+/// Field errors as one line, for a tenant's applied error.
+fn describe(errors: &[crate::domain::FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{} {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Desired {
     fn parse(r: TenantRecord, docroots: &[String], config: &Config) -> anyhow::Result<Self> {
         let name = TenantName::parse(&r.name)
@@ -78,58 +64,38 @@ impl Desired {
         let range = config.uid_range;
         let uid = in_range(r.uid, range.first as i64, range.last as i64, "UID")?;
         let gid = in_range(r.gid, range.first as i64, range.last as i64, "GID")?;
-        let bounds = PhpBounds {
-            memory_limit_mb: in_range(r.php_memory_limit_mb, 16, 16_384, "memory limit")?,
-            upload_max_mb: in_range(r.php_upload_max_mb, 1, 10_240, "upload limit")?,
-            max_execution_time: in_range(r.php_max_execution_time, 1, 86_400, "execution time")?,
-        };
-        let settings = PhpSettings::from_stored(&r.php_settings, &bounds).map_err(|errors| {
-            anyhow::anyhow!(
-                "PHP settings: {}",
-                errors
-                    .iter()
-                    .map(|e| format!("{} {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
-        let mut disable_functions = Vec::new();
-        for f in r.php_disable_functions.split(',').filter(|f| !f.is_empty()) {
-            let ok = f.len() <= 64
-                && f.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && f.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if !ok {
-                bail!("disable_functions holds {f:?}, not a function name");
-            }
-            disable_functions.push(f.to_owned());
-        }
+        let plan = r
+            .plan
+            .limits()
+            .map_err(|errors| anyhow::anyhow!("plan: {}", describe(&errors)))?;
+        let settings = PhpSettings::from_stored(&r.php_settings, &plan.php_bounds())
+            .map_err(|errors| anyhow::anyhow!("PHP settings: {}", describe(&errors)))?;
         let mut parsed_docroots = Vec::new();
         for d in docroots {
             parsed_docroots
                 .push(DocRoot::parse(d).map_err(|e| anyhow::anyhow!("docroot {d:?}: {e}"))?);
         }
-        let suspended = match r.state.as_str() {
-            "active" => false,
-            "suspended" => true,
-            other => bail!("unknown tenant state {other:?}"),
-        };
+        let state = TenantState::parse(&r.state).map_err(|e| anyhow::anyhow!("state: {e}"))?;
         Ok(Self {
             name,
-            suspended,
+            suspended: state.is_suspended(),
             uid,
             gid,
-            pm: PmMode::parse(&r.php_pm).map_err(|e| anyhow::anyhow!("pm: {e}"))?,
-            max_children: in_range(r.php_max_children, 1, 1000, "max_children")?,
-            max_requests: in_range(r.php_max_requests, 0, 1_000_000, "max_requests")?,
-            max_execution_time: bounds.max_execution_time,
-            disable_functions,
+            pm: plan.pm,
+            max_children: plan.max_children,
+            max_requests: plan.max_requests,
+            max_execution_time: plan.max_execution_time,
+            disable_functions: plan
+                .disable_functions
+                .iter()
+                .map(|f| f.as_str().to_owned())
+                .collect(),
             settings,
             docroots: parsed_docroots,
             limits: cgroup::Limits {
-                memory_mb: in_range(r.memory_mb, 64, 1_048_576, "memory")? as u64,
-                max_processes: in_range(r.max_processes, 8, 100_000, "processes")? as u64,
-                cpu_percent: in_range(r.cpu_percent, 1, 6400, "cpu")? as u64,
+                memory_mb: plan.memory_mb,
+                max_processes: u64::from(plan.max_processes),
+                cpu_percent: u64::from(plan.cpu_percent),
             },
         })
     }
@@ -194,30 +160,16 @@ impl Reconciler {
             tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
         }
         self.process_removals(&mut report).await?;
-        let records: Vec<TenantRecord> = sqlx::query_as(
-            "SELECT t.id, t.name, t.state, t.uid, t.gid, t.php_settings, t.generation,
-                    p.php_pm, p.php_max_children, p.php_max_requests, p.php_memory_limit_mb, p.php_upload_max_mb,
-                    p.php_max_execution_time, p.php_disable_functions, p.memory_mb, p.cpu_percent, p.max_processes,
-                    a.generation AS applied_generation, a.state AS applied_state
-             FROM tenants t JOIN plans p ON p.id = t.plan_id LEFT JOIN tenant_applied a ON a.tenant_id = t.id
-             ORDER BY t.id",
-        )
-        .fetch_all(&self.store.read)
-        .await?;
-        let mut docroots: HashMap<i64, Vec<String>> = HashMap::new();
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT tenant_id, docroot FROM vhosts")
-            .fetch_all(&self.store.read)
-            .await?;
-        for (tenant, docroot) in rows {
-            docroots.entry(tenant).or_default().push(docroot);
-        }
+        let records = agent_store::tenants(&self.store).await?;
+        let docroots = agent_store::docroots(&self.store).await?;
         for record in records {
             let up_to_date = record.applied_generation == Some(record.generation)
-                && record.applied_state.as_deref() == Some("ok");
+                && record.applied_state.as_deref() == Some(AppliedState::Ok.as_str());
             let name_key = TenantName::parse(&record.name)
                 .map(|n| master_key(&n))
                 .unwrap_or_default();
-            let master_fine = record.state == "suspended"
+            let master_fine = TenantState::parse(&record.state)
+                .is_ok_and(TenantState::is_suspended)
                 || matches!(
                     self.supervisor.state(&name_key),
                     Some(State::Running { .. })
@@ -238,14 +190,28 @@ impl Reconciler {
             match result {
                 Ok(()) => {
                     self.failed.remove(&raw_name);
-                    self.record(id, generation, "ok", None).await?;
+                    agent_store::record_applied(
+                        &self.store,
+                        id,
+                        generation,
+                        AppliedState::Ok,
+                        None,
+                    )
+                    .await?;
                 }
                 Err(e) => {
                     let message = format!("{e:#}");
                     tracing::warn!(tenant = %raw_name, error = %message, "apply failed");
                     self.failed.insert(raw_name, generation);
                     report.errors += 1;
-                    self.record(id, generation, "error", Some(&message)).await?;
+                    agent_store::record_applied(
+                        &self.store,
+                        id,
+                        generation,
+                        AppliedState::Error,
+                        Some(&message),
+                    )
+                    .await?;
                 }
             }
         }
@@ -259,42 +225,12 @@ impl Reconciler {
         Ok(report)
     }
 
-    async fn record(
-        &self,
-        tenant_id: i64,
-        generation: i64,
-        state: &str,
-        error: Option<&str>,
-    ) -> sqlx::Result<()> {
-        sqlx::query(
-            "INSERT INTO tenant_applied (tenant_id, generation, state, error, updated_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (tenant_id) DO UPDATE SET generation = excluded.generation, state = excluded.state,
-                 error = excluded.error, updated_at = excluded.updated_at",
-        )
-        .bind(tenant_id)
-        .bind(generation)
-        .bind(state)
-        .bind(error)
-        .bind(now())
-        .execute(&self.store.write)
-        .await
-        .map(|_| ())
-    }
-
     /// Records a crash loop reported by the supervisor in the tenant's applied state.
     pub async fn crash_loop(&mut self, key: &str, message: &str) -> anyhow::Result<()> {
         let Some(name) = key.strip_prefix("fpm:") else {
             return Ok(());
         };
-        sqlx::query(
-            "UPDATE tenant_applied SET state = 'error', error = ?, updated_at = ?
-             WHERE tenant_id = (SELECT id FROM tenants WHERE name = ?)",
-        )
-        .bind(message)
-        .bind(now())
-        .bind(name)
-        .execute(&self.store.write)
-        .await?;
+        agent_store::record_failure(&self.store, name, message).await?;
         Ok(())
     }
 
@@ -393,12 +329,13 @@ impl Reconciler {
     /// Tears down deleted tenants: stop the master, archive and remove the home, remove the
     /// user and group. The UID stays reserved in the store.
     async fn process_removals(&mut self, report: &mut PassReport) -> anyhow::Result<()> {
-        let removals: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, name, uid, gid FROM tenant_removals WHERE done_at IS NULL ORDER BY id",
-        )
-        .fetch_all(&self.store.read)
-        .await?;
-        for (id, raw, uid, gid) in removals {
+        for agent_store::Removal {
+            id,
+            name: raw,
+            uid,
+            gid,
+        } in agent_store::removals(&self.store).await?
+        {
             let Ok(name) = TenantName::parse(&raw) else {
                 tracing::error!(name = %raw, "a removal names no valid tenant; skipped");
                 continue;
@@ -413,11 +350,7 @@ impl Reconciler {
             };
             match self.remove(&name, uid, gid).await {
                 Ok(archive) => {
-                    sqlx::query("UPDATE tenant_removals SET done_at = ? WHERE id = ?")
-                        .bind(now())
-                        .bind(id)
-                        .execute(&self.store.write)
-                        .await?;
+                    agent_store::removal_done(&self.store, id).await?;
                     report.removed += 1;
                     tracing::info!(tenant = %name, archive = ?archive, "tenant removed");
                 }

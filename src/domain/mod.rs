@@ -9,12 +9,17 @@ mod docroot;
 mod domain_name;
 mod names;
 mod php;
+pub mod plan;
+mod state;
+pub(crate) mod text_enum;
 mod tls;
 
 pub use docroot::{DocRoot, FrontController};
 pub use domain_name::DomainName;
 pub use names::{Password, PlanName, Role, TenantName, Username};
-pub use php::{PhpBounds, PhpSettings, PhpValue, PmMode, DEFAULT_DISABLE_FUNCTIONS};
+pub use php::{PhpBounds, PhpFunction, PhpSettings, PhpValue, PmMode, DEFAULT_DISABLE_FUNCTIONS};
+pub use plan::{PlanChanges, PlanLimits, PlanPhpChanges};
+pub use state::{AppliedState, TenantState};
 pub use tls::{RedirectWww, TlsMode, TlsPem};
 
 use serde::Serialize;
@@ -50,6 +55,8 @@ impl std::fmt::Display for Invalid {
         f.write_str(&self.0)
     }
 }
+
+impl std::error::Error for Invalid {}
 
 pub(crate) fn invalid<T>(message: impl Into<String>) -> Result<T, Invalid> {
     Err(Invalid(message.into()))

@@ -1,7 +1,8 @@
 //! Tenant names, login names, plan names, roles and passwords.
 
+use super::text_enum::text_enum;
 use super::{describe_char, has_forbidden_char, invalid, Invalid};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 
 /// System accounts and words a tenant may never be called, even where no such account
@@ -203,37 +204,12 @@ impl fmt::Display for PlanName {
     }
 }
 
-/// What an account may do; see `policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Reseller,
-    Tenant,
-}
-
-impl Role {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        match raw {
-            "admin" => Ok(Role::Admin),
-            "reseller" => Ok(Role::Reseller),
-            "tenant" => Ok(Role::Tenant),
-            _ => invalid("must be one of admin, reseller, tenant"),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Reseller => "reseller",
-            Role::Tenant => "tenant",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+text_enum! {
+    /// What an account may do; see `policy`.
+    pub enum Role {
+        Admin = "admin",
+        Reseller = "reseller",
+        Tenant = "tenant",
     }
 }
 

@@ -3,8 +3,8 @@
 //! Never free-form ini text: each setting is a known key with a typed value, bounded by the
 //! tenant's plan, so a value can never carry a newline or a second directive into a pool file.
 
+use super::text_enum::text_enum;
 use super::{invalid, FieldError, Invalid};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -36,30 +36,39 @@ pub const DEFAULT_DISABLE_FUNCTIONS: &[&str] = &[
     "posix_mkfifo",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PmMode {
-    Ondemand,
-    Dynamic,
-    Static,
-}
+/// A PHP function name, as `disable_functions` lists it: lowercase letters, digits and `_`,
+/// not starting with a digit, at most 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhpFunction(String);
 
-impl PmMode {
+impl PhpFunction {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        match raw {
-            "ondemand" => Ok(Self::Ondemand),
-            "dynamic" => Ok(Self::Dynamic),
-            "static" => Ok(Self::Static),
-            _ => invalid("must be one of ondemand, dynamic, static"),
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && raw
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return invalid(format!(
+                "'{}' is not a PHP function name",
+                super::names_for_field(raw)
+            ));
         }
+        Ok(Self(raw.to_owned()))
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Ondemand => "ondemand",
-            Self::Dynamic => "dynamic",
-            Self::Static => "static",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+text_enum! {
+    /// How php-fpm manages a pool's workers.
+    pub enum PmMode {
+        Ondemand = "ondemand",
+        Dynamic = "dynamic",
+        Static = "static",
     }
 }
 

@@ -1,59 +1,26 @@
 //! A vhost's TLS mode, its redirects and an uploaded certificate.
 
+use super::text_enum::text_enum;
 use super::{invalid, Invalid};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TlsMode {
-    None,
-    SelfSigned,
-    Custom,
-}
-
-impl TlsMode {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        match raw {
-            "none" => Ok(Self::None),
-            "self-signed" => Ok(Self::SelfSigned),
-            "custom" => Ok(Self::Custom),
-            _ => invalid("must be one of none, self-signed, custom"),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::SelfSigned => "self-signed",
-            Self::Custom => "custom",
-        }
+text_enum! {
+    /// Which certificate a vhost serves over HTTPS.
+    pub enum TlsMode {
+        /// No HTTPS.
+        None = "none",
+        /// One the agent makes for the vhost's names.
+        SelfSigned = "self-signed",
+        /// One uploaded with its key.
+        Custom = "custom",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RedirectWww {
-    None,
-    ToWww,
-    ToApex,
-}
-
-impl RedirectWww {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        match raw {
-            "none" => Ok(Self::None),
-            "to-www" => Ok(Self::ToWww),
-            "to-apex" => Ok(Self::ToApex),
-            _ => invalid("must be one of none, to-www, to-apex"),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ToWww => "to-www",
-            Self::ToApex => "to-apex",
-        }
+text_enum! {
+    /// Whether a vhost sends visitors to its `www.` name or away from it.
+    pub enum RedirectWww {
+        None = "none",
+        ToWww = "to-www",
+        ToApex = "to-apex",
     }
 }
 

@@ -77,7 +77,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             );
         }
     };
-    if Role::parse(&user.role).ok() != Some(Role::Admin) {
+    if user.role != Role::Admin {
         return text(
             StatusCode::FORBIDDEN,
             "only an admin may read the metrics\n".into(),

@@ -5,6 +5,7 @@
 //! and an entry that does not parse is left out (and logged), never half-used.
 
 use crate::contract::routes::{RouteEntry, Snapshot};
+use crate::domain::plan;
 use crate::domain::{DomainName, RedirectWww, TenantName};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -176,6 +177,14 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
     if !e.socket.is_absolute() {
         return Err("socket is not an absolute path".into());
     }
+    for (bound, value) in [
+        (plan::PHP_MAX_CHILDREN, e.max_children),
+        (plan::PHP_UPLOAD_MAX_MB, e.body_limit_mb),
+    ] {
+        bound
+            .check(i64::from(value))
+            .map_err(|x| format!("{}: {}", x.field, x.message))?;
+    }
     let front_controller = match &e.front_controller {
         Some(fc) => Some(
             crate::domain::FrontController::parse(fc)
@@ -194,13 +203,13 @@ fn check(e: &RouteEntry) -> Result<Route, String> {
         php: e.php,
         front_controller,
         socket: e.socket.clone(),
-        max_children: e.max_children.clamp(1, 1000),
+        max_children: e.max_children,
         suspended: e.suspended,
         id: NEXT_ROUTE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         stats: Default::default(),
         redirect_https: e.redirect_https,
         redirect_www: RedirectWww::parse(&e.redirect_www).map_err(|x| x.to_string())?,
-        body_limit: u64::from(e.body_limit_mb.clamp(1, 10_240)) * 1024 * 1024,
+        body_limit: u64::from(e.body_limit_mb) * 1024 * 1024,
     })
 }
 

@@ -3,6 +3,7 @@
 //! Two pools over one WAL-mode file: a single-connection writer, so writes queue in the
 //! process instead of failing with SQLITE_BUSY, and a handful of readers that never wait on it.
 
+pub mod agent;
 pub mod audit;
 pub mod rows;
 

@@ -2,13 +2,16 @@
 //! hashes, TOTP secrets, private keys, token hashes) never leave through these views.
 
 use super::rfc3339;
+use crate::domain::plan::{self, PlanChanges, PlanLimits, PlanPhpChanges};
+use crate::domain::{AppliedState, FieldError, PhpBounds, RedirectWww, Role, TenantState, TlsMode};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: i64,
     pub username: String,
-    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
     pub password_hash: String,
     pub totp_secret: Option<String>,
     pub max_tenants: Option<i64>,
@@ -38,7 +41,7 @@ impl UserRow {
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         });
-        if self.role == "reseller" {
+        if self.role == Role::Reseller {
             v["limits"] = json!({
                 "max_tenants": self.max_tenants,
                 "max_vhosts": self.max_vhosts,
@@ -52,10 +55,9 @@ impl UserRow {
     }
 }
 
+/// A plan's limits as stored (what `PlanLimits` checks again before anything acts on them).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PlanRow {
-    pub id: i64,
-    pub name: String,
+pub struct PlanColumns {
     pub max_vhosts: i64,
     pub php_pm: String,
     pub php_max_children: i64,
@@ -68,16 +70,39 @@ pub struct PlanRow {
     pub memory_mb: i64,
     pub cpu_percent: i64,
     pub max_processes: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
 }
 
-impl PlanRow {
-    pub const SELECT: &'static str =
-        "SELECT id, name, max_vhosts, php_pm, php_max_children, php_max_requests,
-            php_memory_limit_mb, php_upload_max_mb, php_max_execution_time, php_disable_functions,
-            disk_mb, memory_mb, cpu_percent, max_processes, created_at, updated_at
-        FROM plans";
+impl PlanColumns {
+    /// The columns, for a query that joins plans (`p`).
+    pub const SELECT: &'static str = "p.max_vhosts, p.php_pm, p.php_max_children, p.php_max_requests,
+            p.php_memory_limit_mb, p.php_upload_max_mb, p.php_max_execution_time, p.php_disable_functions,
+            p.disk_mb, p.memory_mb, p.cpu_percent, p.max_processes";
+
+    /// The stored values as the changes [`PlanLimits::from_stored`] checks.
+    pub fn stored(&self) -> PlanChanges {
+        PlanChanges {
+            name: None,
+            max_vhosts: Some(self.max_vhosts),
+            php: Some(PlanPhpChanges {
+                pm: Some(self.php_pm.clone()),
+                max_children: Some(self.php_max_children),
+                max_requests: Some(self.php_max_requests),
+                memory_limit_mb: Some(self.php_memory_limit_mb),
+                upload_max_mb: Some(self.php_upload_max_mb),
+                max_execution_time: Some(self.php_max_execution_time),
+                disable_functions: Some(plan::split_function_list(&self.php_disable_functions)),
+            }),
+            disk_mb: Some(self.disk_mb),
+            memory_mb: Some(self.memory_mb),
+            cpu_percent: Some(self.cpu_percent),
+            max_processes: Some(self.max_processes),
+        }
+    }
+
+    /// The limits, every value checked.
+    pub fn limits(&self) -> Result<PlanLimits, Vec<FieldError>> {
+        PlanLimits::from_stored(&self.stored())
+    }
 
     pub fn disable_functions(&self) -> Vec<&str> {
         self.php_disable_functions
@@ -85,32 +110,55 @@ impl PlanRow {
             .filter(|s| !s.is_empty())
             .collect()
     }
+}
 
-    pub fn php_bounds(&self) -> crate::domain::PhpBounds {
-        crate::domain::PhpBounds {
-            memory_limit_mb: self.php_memory_limit_mb as u32,
-            upload_max_mb: self.php_upload_max_mb as u32,
-            max_execution_time: self.php_max_execution_time as u32,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlanRow {
+    pub id: i64,
+    pub name: String,
+    #[sqlx(flatten)]
+    pub limits: PlanColumns,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl PlanRow {
+    pub const SELECT: &'static str =
+        "SELECT p.id, p.name, p.max_vhosts, p.php_pm, p.php_max_children, p.php_max_requests,
+            p.php_memory_limit_mb, p.php_upload_max_mb, p.php_max_execution_time, p.php_disable_functions,
+            p.disk_mb, p.memory_mb, p.cpu_percent, p.max_processes, p.created_at, p.updated_at
+        FROM plans p";
+
+    /// The ceilings on a tenant's own PHP settings. The store holds checked values; one
+    /// that no longer checks (changed behind the panel's back) bounds nothing above it.
+    pub fn php_bounds(&self) -> PhpBounds {
+        let l = &self.limits;
+        let cap = |v: i64| u32::try_from(v).unwrap_or(0);
+        PhpBounds {
+            memory_limit_mb: cap(l.php_memory_limit_mb),
+            upload_max_mb: cap(l.php_upload_max_mb),
+            max_execution_time: cap(l.php_max_execution_time),
         }
     }
 
     pub fn json(&self) -> Value {
+        let l = &self.limits;
         json!({
             "name": self.name,
-            "max_vhosts": self.max_vhosts,
+            "max_vhosts": l.max_vhosts,
             "php": {
-                "pm": self.php_pm,
-                "max_children": self.php_max_children,
-                "max_requests": self.php_max_requests,
-                "memory_limit_mb": self.php_memory_limit_mb,
-                "upload_max_mb": self.php_upload_max_mb,
-                "max_execution_time": self.php_max_execution_time,
-                "disable_functions": self.disable_functions(),
+                "pm": l.php_pm,
+                "max_children": l.php_max_children,
+                "max_requests": l.php_max_requests,
+                "memory_limit_mb": l.php_memory_limit_mb,
+                "upload_max_mb": l.php_upload_max_mb,
+                "max_execution_time": l.php_max_execution_time,
+                "disable_functions": l.disable_functions(),
             },
-            "disk_mb": self.disk_mb,
-            "memory_mb": self.memory_mb,
-            "cpu_percent": self.cpu_percent,
-            "max_processes": self.max_processes,
+            "disk_mb": l.disk_mb,
+            "memory_mb": l.memory_mb,
+            "cpu_percent": l.cpu_percent,
+            "max_processes": l.max_processes,
             "created_at": rfc3339(self.created_at),
             "updated_at": rfc3339(self.updated_at),
         })
@@ -125,7 +173,8 @@ pub struct TenantRow {
     pub owner: String,
     pub plan_id: i64,
     pub plan: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: TenantState,
     pub uid: i64,
     pub gid: i64,
     pub php_settings: String,
@@ -133,7 +182,9 @@ pub struct TenantRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub applied_generation: Option<i64>,
-    pub applied_state: Option<String>,
+    /// `ok` or `error` as the agent recorded it; `pending` before its first apply.
+    #[sqlx(try_from = "String")]
+    pub applied_state: AppliedState,
     pub applied_error: Option<String>,
     pub vhost_count: i64,
     pub has_login: bool,
@@ -143,7 +194,7 @@ impl TenantRow {
     pub const SELECT: &'static str =
         "SELECT t.id, t.name, t.owner_id, o.username AS owner, t.plan_id,
             p.name AS plan, t.state, t.uid, t.gid, t.php_settings, t.generation, t.created_at,
-            t.updated_at, a.generation AS applied_generation, a.state AS applied_state,
+            t.updated_at, a.generation AS applied_generation, COALESCE(a.state, 'pending') AS applied_state,
             a.error AS applied_error,
             (SELECT COUNT(*) FROM vhosts v WHERE v.tenant_id = t.id) AS vhost_count,
             EXISTS (SELECT 1 FROM tenant_logins tl WHERE tl.tenant_id = t.id) AS has_login
@@ -153,12 +204,12 @@ impl TenantRow {
         LEFT JOIN tenant_applied a ON a.tenant_id = t.id";
 
     /// The agent's view: `pending` until it has applied this tenant's generation.
-    pub fn applied(&self) -> (i64, &str, Option<&str>) {
+    pub fn applied(&self) -> (i64, AppliedState, Option<&str>) {
         let generation = self.applied_generation.unwrap_or(0);
-        let state = match self.applied_state.as_deref() {
-            Some("error") => "error",
-            Some("ok") if generation >= self.generation => "ok",
-            _ => "pending",
+        let state = match self.applied_state {
+            AppliedState::Error => AppliedState::Error,
+            AppliedState::Ok if generation >= self.generation => AppliedState::Ok,
+            _ => AppliedState::Pending,
         };
         (generation, state, self.applied_error.as_deref())
     }
@@ -197,16 +248,19 @@ pub struct VhostRow {
     pub docroot: String,
     pub php: bool,
     pub front_controller: Option<String>,
-    pub tls_mode: String,
+    #[sqlx(try_from = "String")]
+    pub tls_mode: TlsMode,
     pub tls_cert_pem: Option<String>,
     pub has_tls_key: bool,
-    pub redirect_www: String,
+    #[sqlx(try_from = "String")]
+    pub redirect_www: RedirectWww,
     pub redirect_https: bool,
     pub created_at: i64,
     pub updated_at: i64,
     /// Aliases joined by spaces (names cannot contain one).
     pub aliases: Option<String>,
-    pub tenant_state: String,
+    #[sqlx(try_from = "String")]
+    pub tenant_state: TenantState,
 }
 
 impl VhostRow {
@@ -227,13 +281,9 @@ impl VhostRow {
             .unwrap_or_default()
     }
 
-    /// `suspended` while the tenant is suspended, `active` otherwise.
-    pub fn state(&self) -> &str {
-        if self.tenant_state == "suspended" {
-            "suspended"
-        } else {
-            "active"
-        }
+    /// A vhost is suspended while its tenant is.
+    pub fn state(&self) -> TenantState {
+        self.tenant_state
     }
 
     pub fn json(&self) -> Value {

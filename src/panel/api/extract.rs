@@ -2,7 +2,7 @@
 //! as problem documents.
 
 use super::error::ApiError;
-use crate::domain::{FieldError, Role};
+use crate::domain::FieldError;
 use crate::panel::control::{tokens, ControlError};
 use crate::panel::policy::Actor;
 use crate::panel::AppState;
@@ -26,7 +26,7 @@ pub fn actor_of(user: &UserRow, source: String) -> Actor {
     Actor {
         user_id: user.id,
         username: user.username.clone(),
-        role: Role::parse(&user.role).unwrap_or(Role::Tenant),
+        role: user.role,
         tenant_id: user.tenant_id,
         source,
     }

@@ -177,7 +177,7 @@ pub async fn list_plans(
 pub async fn create_plan(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
-    ApiJson(body): ApiJson<plans::PlanInput>,
+    ApiJson(body): ApiJson<crate::domain::PlanChanges>,
 ) -> ApiResult {
     Ok(created(
         plans::create(&state.control, &actor, body).await?.json(),
@@ -196,7 +196,7 @@ pub async fn update_plan(
     State(state): State<AppState>,
     ApiActor(actor): ApiActor,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<plans::PlanInput>,
+    ApiJson(body): ApiJson<crate::domain::PlanChanges>,
 ) -> ApiResult {
     Ok(Json(
         plans::update(&state.control, &actor, &name, body)

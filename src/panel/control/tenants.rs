@@ -1,7 +1,7 @@
 //! Tenants: one Linux user, one home, one PHP-FPM pool each (made real by the agent).
 
 use super::{on_unique, Control, ControlError, Page, PageRequest};
-use crate::domain::{Checks, FieldError, Password, PhpSettings, Role, TenantName};
+use crate::domain::{Checks, FieldError, Password, PhpSettings, Role, TenantName, TenantState};
 use crate::panel::auth::password;
 use crate::panel::policy::Actor;
 use crate::store::rows::{HealthRow, HealthSample, PlanRow, TenantRow, UserRow};
@@ -66,7 +66,7 @@ async fn check_reseller_limits(
     extra_tenants: i64,
     workers_delta: i64,
 ) -> Result<(), ControlError> {
-    if owner.role != "reseller" {
+    if owner.role != Role::Reseller {
         return Ok(());
     }
     let (tenants, workers): (i64, i64) = sqlx::query_as(
@@ -162,7 +162,7 @@ async fn resolve_owner(
         .fetch_optional(&mut *tx)
         .await?;
     match owner {
-        Some(o) if o.role == "admin" || o.role == "reseller" => Ok(o),
+        Some(o) if matches!(o.role, Role::Admin | Role::Reseller) => Ok(o),
         _ => Err(ControlError::invalid(
             "owner",
             "must name an admin or a reseller",
@@ -218,7 +218,7 @@ pub async fn create(
         None => PhpSettings::default(),
     };
     let owner = resolve_owner(&mut tx, actor, input.owner.as_deref()).await?;
-    check_reseller_limits(&mut tx, &owner, 1, plan.php_max_children).await?;
+    check_reseller_limits(&mut tx, &owner, 1, plan.limits.php_max_children).await?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?")
         .bind(name.as_str())
         .fetch_optional(&mut *tx)
@@ -408,7 +408,7 @@ pub async fn update(
         &mut tx,
         &owner,
         i64::from(owner.id != before.owner_id),
-        plan.php_max_children - old_workers,
+        plan.limits.php_max_children - old_workers,
     )
     .await?;
 
@@ -505,11 +505,15 @@ pub async fn set_suspended(
         "unsuspend tenants"
     })?;
     let before = get(ctl, actor, name).await?;
-    let state = if suspended { "suspended" } else { "active" };
+    let state = if suspended {
+        TenantState::Suspended
+    } else {
+        TenantState::Active
+    };
     let mut tx = ctl.store.begin().await?;
     let generation = bump_generation(&mut tx).await?;
     sqlx::query("UPDATE tenants SET state = ?, generation = ?, updated_at = ? WHERE id = ?")
-        .bind(state)
+        .bind(state.as_str())
         .bind(generation)
         .bind(now())
         .bind(before.id)

@@ -192,7 +192,7 @@ pub async fn update(
         .and_then(|p| checks.take("password", Password::parse(p)));
     if let Some(limits) = &patch.limits {
         limits.check(&mut checks);
-        if before.role != "reseller" {
+        if before.role != Role::Reseller {
             checks.push(FieldError::new("limits", "only resellers have limits"));
         }
     }
@@ -277,7 +277,7 @@ pub async fn delete(ctl: &Control, actor: &Actor, username: &str) -> Result<(), 
             message: format!("'{username}' still owns {owned} tenants; move or delete them first"),
         });
     }
-    if user.role == "admin" {
+    if user.role == Role::Admin {
         let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
             .fetch_one(&mut *tx)
             .await?;

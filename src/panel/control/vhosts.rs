@@ -442,7 +442,7 @@ fn stored_values(row: &VhostRow) -> Result<VhostValues, ControlError> {
             .map(FrontController::parse)
             .transpose()
             .map_err(|_| corrupt("front controller"))?,
-        tls_mode: TlsMode::parse(&row.tls_mode).map_err(|_| corrupt("TLS mode"))?,
+        tls_mode: row.tls_mode,
         tls_certificate: row
             .tls_cert_pem
             .as_deref()
@@ -452,7 +452,7 @@ fn stored_values(row: &VhostRow) -> Result<VhostValues, ControlError> {
         // The key is not read back: an update without a new key keeps the stored one.
         tls_key: None,
         keep_key: row.has_tls_key,
-        redirect_www: RedirectWww::parse(&row.redirect_www).map_err(|_| corrupt("redirect"))?,
+        redirect_www: row.redirect_www,
         redirect_https: row.redirect_https,
     })
 }

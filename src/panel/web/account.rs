@@ -97,12 +97,12 @@ async fn overview(State(state): State<AppState>, user: WebUser) -> WebResult {
                 usage.push(Usage {
                     label: "Vhosts",
                     used: t.vhost_count,
-                    max: Some(plan.max_vhosts),
+                    max: Some(plan.limits.max_vhosts),
                 });
                 usage.push(Usage {
                     label: "PHP workers",
-                    used: plan.php_max_children,
-                    max: Some(plan.php_max_children),
+                    used: plan.limits.php_max_children,
+                    max: Some(plan.limits.php_max_children),
                 });
                 tenant_name = Some(t.name);
             }

@@ -261,13 +261,13 @@ async fn plans_page(
             .await?;
         lines.push(PlanLine {
             name: p.name,
-            max_vhosts: p.max_vhosts,
-            pm: p.php_pm,
-            max_children: p.php_max_children,
-            memory_limit_mb: p.php_memory_limit_mb,
-            upload_max_mb: p.php_upload_max_mb,
-            disk_mb: p.disk_mb,
-            memory_mb: p.memory_mb,
+            max_vhosts: p.limits.max_vhosts,
+            pm: p.limits.php_pm,
+            max_children: p.limits.php_max_children,
+            memory_limit_mb: p.limits.php_memory_limit_mb,
+            upload_max_mb: p.limits.php_upload_max_mb,
+            disk_mb: p.limits.disk_mb,
+            memory_mb: p.limits.memory_mb,
             tenants,
         });
     }
@@ -308,12 +308,12 @@ pub struct PlanForm {
 }
 
 impl PlanForm {
-    fn input(&self) -> Result<plans::PlanInput, ControlError> {
+    fn input(&self) -> Result<crate::domain::PlanChanges, ControlError> {
         let mut errors = Vec::new();
-        let input = plans::PlanInput {
+        let input = crate::domain::PlanChanges {
             name: Some(self.name.clone()),
             max_vhosts: number(&mut errors, "max_vhosts", &self.max_vhosts),
-            php: Some(plans::PlanPhp {
+            php: Some(crate::domain::PlanPhpChanges {
                 pm: Some(self.pm.clone()).filter(|p| !p.is_empty()),
                 max_children: number(&mut errors, "php.max_children", &self.max_children),
                 max_requests: number(&mut errors, "php.max_requests", &self.max_requests),
@@ -341,18 +341,18 @@ impl PlanForm {
     fn of(p: &crate::store::rows::PlanRow) -> Self {
         Self {
             name: p.name.clone(),
-            max_vhosts: p.max_vhosts.to_string(),
-            pm: p.php_pm.clone(),
-            max_children: p.php_max_children.to_string(),
-            max_requests: p.php_max_requests.to_string(),
-            memory_limit_mb: p.php_memory_limit_mb.to_string(),
-            upload_max_mb: p.php_upload_max_mb.to_string(),
-            max_execution_time: p.php_max_execution_time.to_string(),
-            disable_functions: p.disable_functions().join(", "),
-            disk_mb: p.disk_mb.to_string(),
-            memory_mb: p.memory_mb.to_string(),
-            cpu_percent: p.cpu_percent.to_string(),
-            max_processes: p.max_processes.to_string(),
+            max_vhosts: p.limits.max_vhosts.to_string(),
+            pm: p.limits.php_pm.clone(),
+            max_children: p.limits.php_max_children.to_string(),
+            max_requests: p.limits.php_max_requests.to_string(),
+            memory_limit_mb: p.limits.php_memory_limit_mb.to_string(),
+            upload_max_mb: p.limits.php_upload_max_mb.to_string(),
+            max_execution_time: p.limits.php_max_execution_time.to_string(),
+            disable_functions: p.limits.disable_functions().join(", "),
+            disk_mb: p.limits.disk_mb.to_string(),
+            memory_mb: p.limits.memory_mb.to_string(),
+            cpu_percent: p.limits.cpu_percent.to_string(),
+            max_processes: p.limits.max_processes.to_string(),
         }
     }
 

@@ -10,6 +10,7 @@ mod logs;
 mod session;
 mod tenants;
 
+use crate::domain::Role;
 use crate::panel::control::ControlError;
 use crate::panel::AppState;
 use askama::Template;
@@ -33,7 +34,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Clone)]
 pub struct Chrome {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub csrf: String,
     pub nav: &'static str,
     pub notice: Option<String>,
@@ -43,7 +44,7 @@ impl Chrome {
     pub fn new(user: &WebUser, nav: &'static str) -> Self {
         Self {
             username: user.actor.username.clone(),
-            role: user.actor.role.as_str().to_owned(),
+            role: user.actor.role,
             csrf: user.csrf.clone(),
             nav,
             notice: None,
@@ -56,11 +57,11 @@ impl Chrome {
     }
 
     pub fn is_admin(&self) -> bool {
-        self.role == "admin"
+        self.role == Role::Admin
     }
 
     pub fn manages_tenants(&self) -> bool {
-        self.role == "admin" || self.role == "reseller"
+        matches!(self.role, Role::Admin | Role::Reseller)
     }
 }
 

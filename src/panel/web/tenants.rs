@@ -3,7 +3,7 @@
 use super::forms::{checked, echo, form_errors, name_list, CsrfForm, Errors};
 use super::session::Empty;
 use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
-use crate::domain::{PhpSettings, PhpValue, Role};
+use crate::domain::{AppliedState, PhpSettings, PhpValue, Role, TenantState, TlsMode};
 use crate::panel::control::{plans, tenants, users, vhosts, ControlError, PageRequest};
 use crate::panel::AppState;
 use crate::store::rows::{PlanRow, TenantRow, VhostRow};
@@ -42,8 +42,8 @@ pub struct TenantLine {
     pub name: String,
     pub owner: String,
     pub plan: String,
-    pub state: String,
-    pub applied: String,
+    pub state: TenantState,
+    pub applied: AppliedState,
     pub uid: i64,
     pub vhosts: i64,
     pub max_vhosts: i64,
@@ -83,8 +83,8 @@ async fn list(
             name: t.name.clone(),
             owner: t.owner.clone(),
             plan: t.plan.clone(),
-            state: t.state.clone(),
-            applied: t.applied().1.to_owned(),
+            state: t.state,
+            applied: t.applied().1,
             uid: t.uid,
             vhosts: t.vhost_count,
             max_vhosts: plan_limits
@@ -115,7 +115,11 @@ async fn plan_vhost_limits(
         &PageRequest::new(Some(500), None)?,
     )
     .await?;
-    Ok(all.items.iter().map(|p| (p.id, p.max_vhosts)).collect())
+    Ok(all
+        .items
+        .iter()
+        .map(|p| (p.id, p.limits.max_vhosts))
+        .collect())
 }
 
 // ---- create ----
@@ -231,8 +235,8 @@ pub struct VhostLine {
     pub aliases: String,
     pub docroot: String,
     pub php: bool,
-    pub tls: String,
-    pub state: String,
+    pub tls: TlsMode,
+    pub state: TenantState,
 }
 
 impl VhostLine {
@@ -242,8 +246,8 @@ impl VhostLine {
             aliases: v.alias_list().join(", "),
             docroot: v.docroot.clone(),
             php: v.php,
-            tls: v.tls_mode.clone(),
-            state: v.state().to_owned(),
+            tls: v.tls_mode,
+            state: v.state(),
         }
     }
 }
@@ -325,7 +329,7 @@ fn health_view(
 struct TenantPage {
     chrome: Chrome,
     tenant: TenantRow,
-    applied_state: String,
+    applied_state: AppliedState,
     applied_generation: i64,
     created: String,
     plan: PlanRow,
@@ -388,14 +392,15 @@ async fn render_detail(
     let (_, current, samples) = tenants::health(ctl, &user.actor, name).await?;
     let health = current
         .as_ref()
-        .map(|c| health_view(c, &samples, plan.php_max_children));
+        .map(|c| health_view(c, &samples, plan.limits.php_max_children));
     let php_errors = errors.others(&["php"]);
     Ok(TenantPage {
         chrome: Chrome::new(user, "tenants").with_notice(notice),
-        applied_state: applied_state.to_owned(),
+        applied_state,
         applied_generation,
         created: when(tenant.created_at),
-        usage_warn: plan.max_vhosts > 0 && tenant.vhost_count * 10 >= plan.max_vhosts * 9,
+        usage_warn: plan.limits.max_vhosts > 0
+            && tenant.vhost_count * 10 >= plan.limits.max_vhosts * 9,
         plans: if user.actor.role == Role::Tenant {
             Vec::new()
         } else {
@@ -599,10 +604,10 @@ impl VhostForm {
             docroot: v.docroot.clone(),
             php: v.php.then(|| "on".into()),
             front_controller: v.front_controller.clone().unwrap_or_default(),
-            tls_mode: v.tls_mode.clone(),
+            tls_mode: v.tls_mode.as_str().to_owned(),
             tls_certificate: v.tls_cert_pem.clone().unwrap_or_default(),
             tls_key: String::new(),
-            redirect_www: v.redirect_www.clone(),
+            redirect_www: v.redirect_www.as_str().to_owned(),
             redirect_https: v.redirect_https.then(|| "on".into()),
         }
     }
