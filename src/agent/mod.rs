@@ -191,17 +191,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     } else {
         Some(bind_metrics_socket(&config, panel)?)
     };
-    if let Some(metrics) = &metrics {
+    // Both stay open as long as the agent runs: a restarted proxy is handed them again.
+    let control = metrics
+        .is_some()
+        .then(|| bind_control_socket(&config))
+        .transpose()?;
+    if let (Some(metrics), Some(control)) = (&metrics, &control) {
         let launch = proxy_launch(
             &config,
             &listeners,
-            metrics,
+            [(Socket::Metrics, metrics), (Socket::Control, control)],
             www_gid.map(|_| system::PROXY_USER),
         )?;
         reconciler
             .supervisor
             .ensure("proxy", launch)
             .context("starting the proxy")?;
+        reconciler.proxy_runs = true;
     }
     // 7. health checks of every pool, beside the reconciler.
     let restarts = health::Restarts::default();
@@ -261,12 +267,25 @@ fn bind_metrics_socket(
     Ok(listener)
 }
 
-/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners and the
-/// metrics socket handed over (`contract::handover`).
-fn proxy_launch(
+/// The socket the agent tells the proxy to load new routes on, bound here in the
+/// root-owned run directory: root's alone (0600).
+fn bind_control_socket(config: &Config) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let path = config.run_dir.proxy_control();
+    let _ = std::fs::remove_file(&path);
+    // Bound with root's umask, then closed to everyone else before anything can connect
+    // that matters: only root may connect to a 0600 socket.
+    let listener = std::os::unix::net::UnixListener::bind(&path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    set_mode(&path, 0o600)?;
+    Ok(listener)
+}
+
+/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners, the
+/// metrics and the control socket handed over (`contract::handover`).
+fn proxy_launch<'a>(
     config: &Config,
     listeners: &[(Socket, std::net::TcpListener)],
-    metrics: &std::os::unix::net::UnixListener,
+    unix: impl IntoIterator<Item = (Socket, &'a std::os::unix::net::UnixListener)>,
     user: Option<&str>,
 ) -> anyhow::Result<Launch> {
     use std::os::fd::AsRawFd;
@@ -274,7 +293,7 @@ fn proxy_launch(
         listeners
             .iter()
             .map(|(socket, l)| (*socket, l.as_raw_fd()))
-            .chain([(Socket::Metrics, metrics.as_raw_fd())]),
+            .chain(unix.into_iter().map(|(socket, l)| (socket, l.as_raw_fd()))),
     )?;
     let user = match user {
         Some(u) => {

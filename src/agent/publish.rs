@@ -18,13 +18,13 @@ use std::path::{Path, PathBuf};
 
 /// Builds the snapshot from the store (every value parsed again), writes the certificates it
 /// names, makes the access log directories of its tenants, and publishes it when it changed.
-/// Returns whether it changed.
+/// Returns the snapshot's generation.
 pub async fn routes(
     config: &Config,
     store: &Store,
     www_gid: Option<Gid>,
     log_owners: Option<super::logs::Owners>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<i64> {
     let generation = store.generation().await?;
     let records = agent_store::vhosts(store).await?;
     let tls_dir = config.run_dir.tls_dir();
@@ -50,7 +50,8 @@ pub async fn routes(
         tracing::warn!(error = %format!("{e:#}"), "access log directories");
     }
     let snapshot = Snapshot { generation, vhosts };
-    Ok(snapshot.publish(&config.run_dir)?)
+    snapshot.publish(&config.run_dir)?;
+    Ok(generation)
 }
 
 fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Result<RouteEntry> {

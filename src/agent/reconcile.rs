@@ -11,19 +11,22 @@ use super::supervisor::{Launch, State, Supervisor, STOP_GRACE};
 use super::system;
 use super::{cgroup, fault};
 use crate::config::Config;
+use crate::contract::proxy_control;
 use crate::domain::{AppliedState, DocRoot, PhpSettings, PmMode, TenantName, TenantState};
 use crate::store::agent::{self as agent_store, TenantRecord};
 use crate::store::Store;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 /// How long a suspended tenant's running requests may take to finish before its workers are
 /// killed: a suspension is meant to take effect now.
 const SUSPEND_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a pass waits for the proxy to confirm it serves the routes just published (it
+/// answers in milliseconds; a proxy that is restarting loads them itself when it starts).
+const PROXY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The same tenant, every value checked.
 struct Desired {
@@ -112,8 +115,8 @@ pub struct Reconciler {
     www_gid: Option<Gid>,
     /// Owners of the access log directories (root only).
     log_owners: Option<super::logs::Owners>,
-    /// Tenants whose last apply failed, with the generation it failed at.
-    failed: HashMap<String, i64>,
+    /// Whether a proxy runs that loads the routes when asked.
+    pub proxy_runs: bool,
 }
 
 /// The supervisor key of a tenant's master.
@@ -137,7 +140,7 @@ impl Reconciler {
             cgroups: cgroup::Cgroups::detect(),
             privileged,
             www_gid,
-            failed: HashMap::new(),
+            proxy_runs: false,
         }
     }
 
@@ -154,14 +157,12 @@ impl Reconciler {
         let started = Instant::now();
         let mut report = PassReport::default();
         // Suspensions and removals reach the proxy before the pools are touched.
-        if let Err(e) =
-            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
-        {
-            tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
-        }
+        self.publish_routes().await;
         self.process_removals(&mut report).await?;
         let records = agent_store::tenants(&self.store).await?;
         let docroots = agent_store::docroots(&self.store).await?;
+        // Tenants applied without error, recorded `ok` once the proxy serves their vhosts.
+        let mut applied = Vec::new();
         for record in records {
             let up_to_date = record.applied_generation == Some(record.generation)
                 && record.applied_state.as_deref() == Some(AppliedState::Ok.as_str());
@@ -188,21 +189,10 @@ impl Reconciler {
             };
             report.applied += 1;
             match result {
-                Ok(()) => {
-                    self.failed.remove(&raw_name);
-                    agent_store::record_applied(
-                        &self.store,
-                        id,
-                        generation,
-                        AppliedState::Ok,
-                        None,
-                    )
-                    .await?;
-                }
+                Ok(()) => applied.push((id, generation)),
                 Err(e) => {
                     let message = format!("{e:#}");
                     tracing::warn!(tenant = %raw_name, error = %message, "apply failed");
-                    self.failed.insert(raw_name, generation);
                     report.errors += 1;
                     agent_store::record_applied(
                         &self.store,
@@ -217,12 +207,48 @@ impl Reconciler {
         }
         report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         // The proxy learns the vhosts (and their certificates) after the pools are there.
-        if let Err(e) =
-            super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners).await
-        {
-            tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
+        self.publish_routes().await;
+        for (id, generation) in applied {
+            agent_store::record_applied(&self.store, id, generation, AppliedState::Ok, None)
+                .await?;
         }
         Ok(report)
+    }
+
+    /// Publishes the routes snapshot and, when a proxy runs, waits (a bounded time) until it
+    /// serves that generation: a tenant is `ok` once its sites answer.
+    async fn publish_routes(&self) {
+        let generation =
+            match super::publish::routes(&self.config, &self.store, self.www_gid, self.log_owners)
+                .await
+            {
+                Ok(generation) => generation,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "publishing the routes failed");
+                    return;
+                }
+            };
+        if !self.proxy_runs {
+            return;
+        }
+        let deadline = Instant::now() + PROXY_WAIT;
+        loop {
+            match proxy_control::load(&self.config.run_dir, PROXY_WAIT).await {
+                Ok(served) if served >= generation => return,
+                Ok(served) => {
+                    tracing::debug!(served, generation, "the proxy serves an older snapshot")
+                }
+                Err(e) => tracing::debug!(error = %e, "asking the proxy to load the routes"),
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    generation,
+                    "the proxy did not confirm the new routes; they are served once it loads them"
+                );
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Records a crash loop reported by the supervisor in the tenant's applied state.

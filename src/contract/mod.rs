@@ -7,6 +7,7 @@
 
 pub mod handover;
 mod layout;
+pub mod proxy_control;
 pub mod routes;
 pub mod signals;
 pub mod wake;

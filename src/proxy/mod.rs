@@ -11,6 +11,7 @@ pub mod h1;
 pub mod metrics;
 mod observe;
 pub mod php;
+mod reload;
 pub mod routes;
 pub mod run;
 pub mod sendfile;

@@ -7,53 +7,19 @@ use super::access_log::AccessLog;
 use super::deadline::{Deadline, SEND_TIMEOUT};
 use super::h1::{self, ReqBody};
 use super::metrics::Metrics;
-use super::routes::Table;
+use super::reload::{self, Reloader};
 use super::sendfile::{Sendfile, SendfileIo};
 use super::server::{handle, Conn, Shared};
 use super::tls;
 use crate::contract::handover::ProxySockets;
-use crate::contract::routes::Snapshot;
 use crate::contract::{LogDir, RunDir};
 use anyhow::Context;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-/// How often the snapshot file is looked at: a new vhost answers well within a second.
-const WATCH: Duration = Duration::from_millis(200);
-
-/// Builds the route table and the certificate store from a snapshot.
-fn load(run_dir: &RunDir) -> (Table, tls::CertStore) {
-    let snapshot = match Snapshot::load(run_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "no routes snapshot yet; every host is unknown");
-            Snapshot::default()
-        }
-    };
-    let (table, problems) = Table::build(&snapshot);
-    for p in problems {
-        tracing::warn!(problem = %p, "route left out");
-    }
-    let entries: Vec<(Vec<String>, PathBuf, PathBuf)> = snapshot
-        .vhosts
-        .iter()
-        .filter_map(|v| Some((v.names.clone(), v.tls_cert.clone()?, v.tls_key.clone()?)))
-        .collect();
-    let (certs, errors) = tls::CertStore::load(&entries);
-    for e in errors {
-        tracing::warn!(problem = %e, "certificate left out");
-    }
-    (table, certs)
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
+use std::time::Duration;
 
 /// The sockets of a proxy run on its own (no agent to hand them over): the listeners from
 /// the settings, and the metrics socket in the run directory.
@@ -90,7 +56,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     // Before anything else: SIGUSR1's default action would end the process.
     let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
-    let (table, certs) = load(&run_dir);
+    let (table, certs) = reload::load(&run_dir);
     let metrics = Arc::new(Metrics::default());
     let access_log = AccessLog::start(log_dir, metrics.clone())?;
     let shared = Arc::new(Shared::new(table, metrics, Some(access_log)));
@@ -112,29 +78,14 @@ pub async fn serve(
         tokio::spawn(serve_metrics(listener, shared.clone()));
     }
 
-    // The snapshot watcher: a changed file becomes a new table and certificate store.
-    {
-        let (shared, resolver, run_dir) = (shared.clone(), resolver.clone(), run_dir.clone());
-        tokio::spawn(async move {
-            let path = run_dir.routes();
-            let mut seen = modified(&path);
-            loop {
-                tokio::time::sleep(WATCH).await;
-                let now = modified(&path);
-                if now != seen {
-                    seen = now;
-                    let (table, certs) = load(&run_dir);
-                    tracing::info!(
-                        generation = table.generation,
-                        names = table.len(),
-                        "routes reloaded"
-                    );
-                    shared.replace(table);
-                    resolver.replace(certs);
-                }
-            }
-        });
+    // The snapshot: loaded when the agent says so, and when the file changes.
+    let reloader = Arc::new(Reloader::new(run_dir, shared.clone(), resolver.clone()));
+    if let Some(listener) = listeners.control {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        tokio::spawn(reloader.clone().serve_control(listener));
     }
+    tokio::spawn(reloader.watch());
 
     // Kept FastCGI connections do not pin php-fpm workers for long.
     {

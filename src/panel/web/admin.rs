@@ -155,7 +155,7 @@ async fn create_reseller(
         let input = users::NewUser {
             username: Some(form.username.clone()),
             password: Some(form.password.clone()),
-            role: Some("reseller".into()),
+            role: Some(crate::domain::Role::Reseller.as_str().into()),
             limits: Some(limits),
         };
         users::create(&state.control, &user.actor, input)
