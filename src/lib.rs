@@ -8,13 +8,15 @@
 
 #![recursion_limit = "256"]
 
+// Public: what the binary, the integration tests and the benchmarks use. Everything else is
+// the crate's own, so the compiler sees what nothing uses.
 pub mod agent;
 pub mod cli;
-pub mod config;
-pub mod contract;
+pub(crate) mod config;
+pub(crate) mod contract;
 pub mod domain;
 pub mod fastcgi;
-pub mod nofollow;
+pub(crate) mod nofollow;
 pub mod panel;
 pub mod proxy;
 pub mod store;

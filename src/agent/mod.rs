@@ -8,14 +8,14 @@
 
 mod archive;
 pub mod cgroup;
-pub mod health;
-pub mod home;
-pub mod logs;
-pub mod pool;
+mod health;
+mod home;
+mod logs;
+mod pool;
 mod publish;
-pub mod reconcile;
-pub mod supervisor;
-pub mod system;
+mod reconcile;
+mod supervisor;
+mod system;
 
 use crate::config::Config;
 use crate::contract::handover::{self, Plan, Socket};

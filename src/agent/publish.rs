@@ -7,6 +7,7 @@ use crate::contract::routes::{RouteEntry, Snapshot};
 use crate::contract::RunDir;
 use crate::domain::{
     DocRoot, DomainName, FrontController, RedirectWww, TenantName, TenantState, TlsMode, TlsPem,
+    VhostId,
 };
 use crate::nofollow::{self, FileMode};
 use crate::store::agent::{self as agent_store, VhostRecord};
@@ -51,10 +52,40 @@ pub async fn routes(
     }
     let snapshot = Snapshot { generation, vhosts };
     snapshot.publish(&config.run_dir)?;
+    remove_unused_certificates(&tls_dir, &snapshot);
     Ok(generation)
 }
 
+/// Removes every file in the certificate directory that no routed vhost uses (those of
+/// deleted vhosts, of a mode a vhost left, of an entry left out): no key outlives its vhost.
+fn remove_unused_certificates(tls_dir: &Path, snapshot: &Snapshot) {
+    let mut keep = std::collections::HashSet::new();
+    for v in &snapshot.vhosts {
+        for path in [&v.tls_cert, &v.tls_key].into_iter().flatten() {
+            keep.insert(path.clone());
+            // A self-signed pair's sidecar goes with it.
+            if let Some(stem) = path.to_str().and_then(|p| p.strip_suffix(".self.crt")) {
+                keep.insert(PathBuf::from(format!("{stem}.self.names")));
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(tls_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !keep.contains(&path) {
+            // The directory is root's (the proxy's group may only read it): nothing in it
+            // was planted, and unlinking never follows a link.
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "removing an unused certificate file");
+            }
+        }
+    }
+}
+
 fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Result<RouteEntry> {
+    let id = VhostId::new(r.id).map_err(|e| anyhow::anyhow!("vhost id {}: {e}", r.id))?;
     let domain =
         DomainName::parse(&r.domain).map_err(|e| anyhow::anyhow!("domain {:?}: {e}", r.domain))?;
     let tenant =
@@ -94,7 +125,7 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
     let tls_mode = TlsMode::parse(&r.tls_mode).map_err(|e| anyhow::anyhow!("TLS mode: {e}"))?;
     let (tls_cert, tls_key) = match tls_mode {
         TlsMode::SelfSigned => {
-            let (cert, key) = self_signed_files(&config.run_dir, &domain, &names, www_gid)?;
+            let (cert, key) = self_signed_files(&config.run_dir, id, &names, www_gid)?;
             (Some(cert), Some(key))
         }
         TlsMode::Custom => {
@@ -102,7 +133,7 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
                 .map_err(|e| anyhow::anyhow!("certificate: {e}"))?;
             let key = TlsPem::parse_key(r.tls_key_pem.as_deref().unwrap_or(""))
                 .map_err(|e| anyhow::anyhow!("key: {e}"))?;
-            let (cert_path, key_path) = config.run_dir.tls_custom(&domain);
+            let (cert_path, key_path) = config.run_dir.tls_custom(id);
             write_if_changed(&cert_path, cert.as_str(), www_gid)?;
             write_if_changed(&key_path, key.as_str(), www_gid)?;
             (Some(cert_path), Some(key_path))
@@ -132,11 +163,11 @@ fn entry(config: &Config, www_gid: Option<Gid>, r: VhostRecord) -> anyhow::Resul
 /// names change (a sidecar file remembers them).
 fn self_signed_files(
     run_dir: &RunDir,
-    domain: &DomainName,
+    vhost: VhostId,
     names: &[String],
     www_gid: Option<Gid>,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let (cert_path, key_path, names_path) = run_dir.tls_self_signed(domain);
+    let (cert_path, key_path, names_path) = run_dir.tls_self_signed(vhost);
     let wanted = names.join(" ");
     let current = nofollow::read_to_string(&names_path).ok();
     if current.as_deref() != Some(wanted.as_str()) || !cert_path.exists() || !key_path.exists() {

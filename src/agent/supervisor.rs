@@ -151,6 +151,7 @@ impl Supervisor {
     }
 
     /// A supervisor whose back-off starts at `unit` instead of one second.
+    #[cfg(test)]
     pub fn with_backoff_unit(unit: Duration) -> Self {
         Self {
             backoff_unit: unit,
@@ -203,6 +204,7 @@ impl Supervisor {
         self.services.get(key)?.child.as_ref()?.id()
     }
 
+    #[cfg(test)]
     pub fn restarts(&self, key: &str) -> u32 {
         self.services.get(key).map(|s| s.restarts).unwrap_or(0)
     }

@@ -14,7 +14,7 @@
 //! <log-dir>/access/<tenant>/<domain>.log   access logs
 //! ```
 
-use crate::domain::{DomainName, TenantName};
+use crate::domain::{DomainName, TenantName, VhostId};
 use std::path::{Path, PathBuf};
 
 /// The runtime directory: sockets, pid files, pool files, the routes snapshot.
@@ -86,22 +86,23 @@ impl RunDir {
         self.0.join("tls")
     }
 
-    /// An uploaded certificate chain and key of a vhost.
-    pub fn tls_custom(&self, domain: &DomainName) -> (PathBuf, PathBuf) {
+    /// An uploaded certificate chain and key of a vhost. Named by the vhost's id, never by
+    /// a name: no tenant can choose a domain whose files would be another vhost's.
+    pub fn tls_custom(&self, vhost: VhostId) -> (PathBuf, PathBuf) {
         let dir = self.tls_dir();
         (
-            dir.join(format!("{domain}.crt")),
-            dir.join(format!("{domain}.key")),
+            dir.join(format!("{vhost}.crt")),
+            dir.join(format!("{vhost}.key")),
         )
     }
 
     /// A vhost's self-signed certificate, key, and the names it was made for.
-    pub fn tls_self_signed(&self, domain: &DomainName) -> (PathBuf, PathBuf, PathBuf) {
+    pub fn tls_self_signed(&self, vhost: VhostId) -> (PathBuf, PathBuf, PathBuf) {
         let dir = self.tls_dir();
         (
-            dir.join(format!("{domain}.self.crt")),
-            dir.join(format!("{domain}.self.key")),
-            dir.join(format!("{domain}.self.names")),
+            dir.join(format!("{vhost}.self.crt")),
+            dir.join(format!("{vhost}.self.key")),
+            dir.join(format!("{vhost}.self.names")),
         )
     }
 }
@@ -169,8 +170,8 @@ mod tests {
         );
         assert_eq!(run.routes(), Path::new("/run/lodge/routes.json"));
         assert_eq!(
-            run.tls_custom(&shop).0,
-            Path::new("/run/lodge/tls/shop.example.crt")
+            run.tls_custom(VhostId::new(7).unwrap()).0,
+            Path::new("/run/lodge/tls/7.crt")
         );
         let logs = LogDir::new("/var/log/lodge");
         assert_eq!(

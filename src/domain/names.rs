@@ -284,3 +284,28 @@ mod tests {
         assert!(Password::parse(&"x".repeat(300)).is_err());
     }
 }
+
+/// A vhost's id in the store: a positive number, never reused. Files kept per vhost (its
+/// certificates) are named by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VhostId(i64);
+
+impl VhostId {
+    pub fn new(id: i64) -> Result<Self, Invalid> {
+        if id > 0 {
+            Ok(Self(id))
+        } else {
+            invalid("a vhost id is a positive number")
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for VhostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}

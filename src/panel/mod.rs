@@ -4,13 +4,13 @@
 //! (`policy`) who may act, and write the store. `auth` holds passwords, tokens, sessions,
 //! TOTP and the sign-in throttle.
 
-pub mod api;
+pub(crate) mod api;
 mod assets;
 pub mod auth;
-pub mod control;
+pub(crate) mod control;
 mod metrics;
-pub mod policy;
-pub mod web;
+pub(crate) mod policy;
+pub(crate) mod web;
 
 use crate::panel::auth::Throttle;
 use crate::panel::control::Control;

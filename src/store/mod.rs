@@ -3,9 +3,9 @@
 //! Two pools over one WAL-mode file: a single-connection writer, so writes queue in the
 //! process instead of failing with SQLITE_BUSY, and a handful of readers that never wait on it.
 
-pub mod agent;
-pub mod audit;
-pub mod rows;
+pub(crate) mod agent;
+pub(crate) mod audit;
+pub(crate) mod rows;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -9,8 +9,6 @@ use crate::panel::AppState;
 use axum::routing::MethodRouter;
 use axum::Router;
 
-pub use openapi::document as openapi_document;
-
 /// Builds the API router while recording each (method, path) it registers, so the OpenAPI
 /// document can be checked against what is really served.
 pub(crate) struct Routes {

@@ -1,9 +1,9 @@
 //! Credentials: password hashes, API tokens, sessions, TOTP and login throttling.
 
-pub mod password;
-pub mod secret;
-pub mod session;
-pub mod throttle;
+pub(crate) mod password;
+pub(crate) mod secret;
+pub(crate) mod session;
+pub(crate) mod throttle;
 pub mod totp;
 
 pub use throttle::Throttle;
