@@ -1,7 +1,7 @@
 //! The command line: `serve`, `user add`, `token create`, `check`.
 
 use crate::config::{Config, SettingArgs};
-use crate::contract::handover::ProxySockets;
+use crate::contract::handover::Sockets;
 use crate::contract::wake::Waker;
 use crate::panel::auth::Throttle;
 use crate::panel::control::{tokens, users, Control, ControlError};
@@ -113,8 +113,34 @@ fn init_tracing() {
         .init();
 }
 
-async fn open(settings: &SettingArgs) -> anyhow::Result<Control> {
-    let config = Config::load(settings)?;
+/// As root, the store is opened as the user who owns its directory (the panel's `lodge` on
+/// a real install): root never writes where a less trusted user could have put a link. A
+/// missing directory is made first, for the panel's user, as `serve` makes it.
+fn act_as_store_owner(config: &Config) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    if !config.data_dir.exists() {
+        crate::agent::make_panel_data_dir(config)?;
+    }
+    let meta = std::fs::metadata(&config.data_dir)
+        .with_context(|| format!("looking at {}", config.data_dir.display()))?;
+    if meta.uid() == 0 {
+        // Root's own directory (a panel run by root alone): nobody else could change it.
+        return Ok(());
+    }
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(meta.uid()),
+        nix::unistd::Gid::from_raw(meta.gid()),
+    );
+    nix::unistd::setgroups(&[]).context("dropping supplementary groups")?;
+    nix::unistd::setgid(gid).context("switching to the store's group")?;
+    nix::unistd::setuid(uid).context("switching to the store's owner")?;
+    Ok(())
+}
+
+async fn open(config: Config) -> anyhow::Result<Control> {
     let store = Store::open(&config.database_path()).await?;
     Ok(Control {
         store,
@@ -126,7 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Proxy = cli.command {
         // The proxy never opens the store: it knows only the routes snapshot.
         let config = Config::load(&cli.settings)?;
-        let sockets = match ProxySockets::from_env()? {
+        let sockets = match Sockets::from_env()? {
             Some(handed_over) => handed_over,
             None => crate::proxy::run::bind_alone(
                 config.http_listen,
@@ -136,15 +162,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         return crate::proxy::run::serve(config.run_dir, config.log_dir, sockets).await;
     }
-    let control = open(&cli.settings).await?;
+    let config = Config::load(&cli.settings)?;
+    if matches!(cli.command, Command::Serve) && config.agent {
+        // The agent never writes the store: the panel it starts makes it, and the agent
+        // reads it read-only.
+        return crate::agent::serve(config).await;
+    }
+    act_as_store_owner(&config)?;
+    let control = open(config).await?;
     match cli.command {
-        Command::Serve if control.config.agent => {
-            report_first_admin(&control).await?;
-            let config = (*control.config).clone();
-            // The agent opens the store itself (as root) and hands it to the panel's user.
-            drop(control);
-            crate::agent::serve(config).await
-        }
+        Command::Serve if control.config.agent => unreachable!("the agent is started above"),
         Command::Serve => {
             report_first_admin(&control).await?;
             serve_panel(control).await
@@ -228,5 +255,7 @@ async fn serve_panel(control: Control) -> anyhow::Result<()> {
         throttle: Arc::new(Throttle::default()),
         waker,
     };
-    panel::serve(state, listen, crate::contract::signals::shutdown()).await
+    // Under the agent, the socket it reports on is handed over.
+    let report = Sockets::from_env()?.and_then(|s| s.report);
+    panel::serve(state, listen, report, crate::contract::signals::shutdown()).await
 }

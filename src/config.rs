@@ -18,6 +18,9 @@ pub struct SettingArgs {
     /// Directory of the store (`lodge.db`) [default: /var/lib/lodge as root, ./lodge-data otherwise]
     #[arg(long, env = "LODGE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The agent's own files, root's alone: archives of deleted tenants [default: beside the data directory, <data-dir>-agent]
+    #[arg(long, env = "LODGE_AGENT_DIR", global = true)]
+    pub agent_dir: Option<PathBuf>,
     /// Address the panel listens on; port 0 picks a free port [default: 127.0.0.1:8080]
     #[arg(long, env = "LODGE_PANEL_LISTEN", global = true)]
     pub panel_listen: Option<SocketAddr>,
@@ -55,6 +58,7 @@ pub struct SettingArgs {
 #[serde(deny_unknown_fields)]
 struct FileSettings {
     data_dir: Option<PathBuf>,
+    agent_dir: Option<PathBuf>,
     panel_listen: Option<SocketAddr>,
     public_url: Option<String>,
     uid_range: Option<String>,
@@ -70,8 +74,10 @@ struct FileSettings {
 /// The settings lodge runs with, every default filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Directory of the SQLite store and of archives.
+    /// Directory of the SQLite store (the panel's).
     pub data_dir: PathBuf,
+    /// The agent's own files (root's alone): archives of deleted tenants.
+    pub agent_dir: PathBuf,
     /// Address of the panel's HTTP listener.
     pub panel_listen: SocketAddr,
     /// Whether session cookies carry `Secure` (the panel is reached over TLS).
@@ -154,6 +160,13 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
         let data_dir = absolute(data_dir)?;
+        let agent_dir = match args.agent_dir.clone().or(file.agent_dir) {
+            Some(dir) => absolute(dir)?,
+            None => beside(&data_dir, "agent")?,
+        };
+        if agent_dir.starts_with(&data_dir) {
+            bail!("agent_dir must not be inside the data directory, which the panel's user owns");
+        }
         let panel_listen = args
             .panel_listen
             .or(file.panel_listen)
@@ -222,6 +235,7 @@ impl Config {
             http_listen,
             https_listen,
             data_dir,
+            agent_dir,
             panel_listen,
             secure_cookies: public_url
                 .as_deref()
@@ -240,6 +254,15 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// `<dir>-<suffix>` beside `dir`.
+fn beside(dir: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the data directory has no name")?;
+    Ok(dir.with_file_name(format!("{name}-{suffix}")))
 }
 
 /// Paths handed to php-fpm and other processes must not depend on a working directory.

@@ -101,6 +101,30 @@ pub fn read_to_string(path: &Path) -> io::Result<String> {
     Ok(text)
 }
 
+/// Whether only root can change what `path` names: every directory from `/` down to it is
+/// root's and writable by nobody else (a sticky directory such as /tmp is allowed: others
+/// may not rename or remove what root made in it). Root keeps its own files only there.
+pub fn root_only_path(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let real =
+        std::fs::canonicalize(path).with_context(|| format!("finding {}", path.display()))?;
+    for dir in real.ancestors() {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("looking at {}", dir.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let others_write = meta.mode() & 0o022 != 0;
+        if meta.uid() != 0 || (others_write && (dir == real || !sticky)) {
+            anyhow::bail!(
+                "{} is not root's alone (owner {}, mode {:o}): root keeps its files only where nobody else can change them",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Who owns a file written by [`replace_file`], and its mode.
 #[derive(Debug, Clone, Copy)]
 pub struct FileMode {

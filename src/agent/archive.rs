@@ -1,5 +1,6 @@
-//! Archives of deleted tenants' homes: `<data-dir>/archives/<tenant>-<time>.tar.zst`, root's
-//! alone. tar stores symlinks as symlinks (it never follows them without -h).
+//! Archives of deleted tenants' homes: `<agent-dir>/archives/<tenant>-<time>.tar.zst`, root's
+//! alone (never in the data directory, which the panel's user could point elsewhere). tar
+//! stores symlinks as symlinks (it never follows them without -h).
 
 use crate::config::Config;
 use crate::domain::TenantName;
@@ -8,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub async fn home(config: &Config, name: &TenantName, home: &Path) -> anyhow::Result<PathBuf> {
-    let dir = config.data_dir.join("archives");
+    let dir = config.agent_dir.join("archives");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
     let zstd = which("zstd");

@@ -5,11 +5,12 @@
 
 use super::cgroup::Cgroups;
 use super::pool::PoolPaths;
+use crate::contract::report::{HealthRecord, Report, Reporter};
 use crate::contract::RunDir;
 use crate::domain::{PmMode, TenantName};
 use crate::fastcgi;
-use crate::store::agent::{self as agent_store, HealthRecord};
-use crate::store::{now, Store};
+use crate::store::agent as agent_store;
+use crate::store::{now, StoreReader};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,9 +21,8 @@ pub const INTERVAL: Duration = Duration::from_secs(10);
 /// An ondemand pool has no worker while idle, and a check starts one: such pools are checked
 /// this much less often, so that an idle tenant costs its master and little more.
 const ONDEMAND_EVERY: i64 = 60;
-/// How often a sample is kept for the chart, and for how long.
+/// How often a sample is kept for the chart.
 const SAMPLE_EVERY: i64 = 30;
-const KEEP: i64 = 3600;
 const TIMEOUT: Duration = Duration::from_secs(2);
 /// Checks run this many pools at a time.
 const PARALLEL: usize = 16;
@@ -72,80 +72,101 @@ async fn check_one(
     }
 }
 
+/// What the checks keep from one round to the next.
+struct Checker {
+    store: StoreReader,
+    reporter: Reporter,
+    run_dir: RunDir,
+    restarts: Restarts,
+    cgroups: Arc<Cgroups>,
+    privileged: bool,
+    /// When the chart got its last point.
+    last_sample: i64,
+    /// When each ondemand pool was last checked, by tenant id.
+    last_check: HashMap<i64, i64>,
+}
+
 /// Runs the checks forever (until the task is dropped).
-pub async fn run(store: Store, run_dir: RunDir, restarts: Restarts, privileged: bool) {
-    let cgroups = Arc::new(Cgroups::detect());
+pub async fn run(store: StoreReader, run_dir: RunDir, restarts: Restarts, privileged: bool) {
+    let mut checker = Checker {
+        store,
+        reporter: Reporter::new(run_dir.clone()),
+        run_dir,
+        restarts,
+        cgroups: Arc::new(Cgroups::detect()),
+        privileged,
+        last_sample: 0,
+        last_check: HashMap::new(),
+    };
     let mut interval = tokio::time::interval(INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_sample = 0;
-    let mut last_check: HashMap<i64, i64> = HashMap::new();
     loop {
         interval.tick().await;
-        if let Err(e) = round(
-            &store,
-            &run_dir,
-            &restarts,
-            &cgroups,
-            privileged,
-            &mut last_sample,
-            &mut last_check,
-        )
-        .await
-        {
+        if let Err(e) = checker.round().await {
             tracing::warn!(error = %e, "health round failed");
         }
     }
 }
 
-async fn round(
-    store: &Store,
-    run_dir: &RunDir,
-    restarts: &Restarts,
-    cgroups: &Arc<Cgroups>,
-    privileged: bool,
-    last_sample: &mut i64,
-    last_check: &mut HashMap<i64, i64>,
-) -> anyhow::Result<()> {
-    let t = now();
-    let tenants = agent_store::health_targets(store).await?;
-    let mut due = Vec::with_capacity(tenants.len());
-    for (id, name, pm) in tenants {
-        if PmMode::parse(&pm) != Ok(PmMode::Ondemand)
-            || last_check
-                .get(&id)
-                .is_none_or(|at| t - at >= ONDEMAND_EVERY)
-        {
-            last_check.insert(id, t);
-            due.push((id, name));
+impl Checker {
+    async fn round(&mut self) -> anyhow::Result<()> {
+        let Checker {
+            store,
+            reporter,
+            run_dir,
+            restarts,
+            cgroups,
+            privileged,
+            last_sample,
+            last_check,
+        } = self;
+        let privileged = *privileged;
+        let t = now();
+        let tenants = agent_store::health_targets(store).await?;
+        let mut due = Vec::with_capacity(tenants.len());
+        for (id, name, pm) in tenants {
+            if PmMode::parse(&pm) != Ok(PmMode::Ondemand)
+                || last_check
+                    .get(&id)
+                    .is_none_or(|at| t - at >= ONDEMAND_EVERY)
+            {
+                last_check.insert(id, t);
+                due.push((id, name));
+            }
         }
-    }
-    let tenants = due;
-    let counts = restarts.lock().map(|m| m.clone()).unwrap_or_default();
-    let mut checks = Vec::with_capacity(tenants.len());
-    let mut set = tokio::task::JoinSet::new();
-    for (id, raw) in tenants {
-        let Ok(name) = TenantName::parse(&raw) else {
-            continue;
-        };
-        let socket = PoolPaths::new(run_dir, &name).socket;
-        let n = counts.get(&raw).copied().unwrap_or(0);
-        if set.len() >= PARALLEL {
-            if let Some(Ok(c)) = set.join_next().await {
+        let tenants = due;
+        let counts = restarts.lock().map(|m| m.clone()).unwrap_or_default();
+        let mut checks = Vec::with_capacity(tenants.len());
+        let mut set = tokio::task::JoinSet::new();
+        for (id, raw) in tenants {
+            let Ok(name) = TenantName::parse(&raw) else {
+                continue;
+            };
+            let socket = PoolPaths::new(run_dir, &name).socket;
+            let n = counts.get(&raw).copied().unwrap_or(0);
+            if set.len() >= PARALLEL {
+                if let Some(Ok(c)) = set.join_next().await {
+                    checks.push(c);
+                }
+            }
+            set.spawn(check_one(id, name, socket, n, cgroups.clone(), privileged));
+        }
+        while let Some(result) = set.join_next().await {
+            if let Ok(c) = result {
                 checks.push(c);
             }
         }
-        set.spawn(check_one(id, name, socket, n, cgroups.clone(), privileged));
-    }
-    while let Some(result) = set.join_next().await {
-        if let Ok(c) = result {
-            checks.push(c);
-        }
-    }
 
-    let sample = t - *last_sample >= SAMPLE_EVERY;
-    agent_store::record_health(store, &checks, t, sample, KEEP).await?;
-    if sample {
-        *last_sample = t;
+        let sample = t - *last_sample >= SAMPLE_EVERY;
+        let report = Report::Health {
+            at: t,
+            sample,
+            checks,
+        };
+        reporter.send(&report).await?;
+        if sample {
+            *last_sample = t;
+        }
+        Ok(())
     }
-    Ok(())
 }

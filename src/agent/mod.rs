@@ -19,7 +19,6 @@ mod system;
 
 use crate::config::Config;
 use crate::contract::handover::{self, Plan, Socket};
-use crate::store::Store;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 use nix::unistd::{chown, Gid, Uid};
@@ -58,19 +57,22 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
 /// proxy may pass through), the pool files (root's alone) and the access logs.
 fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
     let run = &config.run_dir;
+    make_data_dir(config, panel)?;
     for dir in [
-        config.data_dir.clone(),
         run.path().to_owned(),
         run.fpm_dir(),
         run.pools_dir(),
+        config.agent_dir.clone(),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if let Some((uid, gid)) = panel {
-        // The data directory is lodge's own; the runtime directories are root's.
-        chown(&config.data_dir, Some(uid), Some(gid)).context("chown data dir")?;
-        set_mode(&config.data_dir, 0o750)?;
-        chown(run.path(), Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))?;
+    set_mode(&config.agent_dir, 0o700)?;
+    if panel.is_some() {
+        // The runtime and agent directories are root's.
+        for dir in [run.path(), config.agent_dir.as_path()] {
+            chown(dir, Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))?;
+        }
+        crate::nofollow::root_only_path(&config.agent_dir)?;
         set_mode(run.path(), 0o755)?;
         set_mode(&run.fpm_dir(), 0o711)?;
     }
@@ -79,32 +81,33 @@ fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()
     Ok(())
 }
 
-/// The store's files belong to the panel, which writes them; the agent (root) opened them
-/// and may have created the WAL files. Changed with AT_SYMLINK_NOFOLLOW: the panel's user
-/// owns the directory and could have planted a link.
-fn give_store_to_panel(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
-    let Some((uid, gid)) = panel else {
-        return Ok(());
-    };
-    for suffix in ["", "-wal", "-shm"] {
-        let path = config.data_dir.join(format!("lodge.db{suffix}"));
-        match nix::unistd::fchownat(
-            None,
-            &path,
-            Some(uid),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(e).with_context(|| format!("chown {}", path.display())),
-        }
+/// The store's directory, the panel's own (it makes the store in it); made when missing.
+fn make_data_dir(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    if let Some((uid, gid)) = panel {
+        chown(&config.data_dir, Some(uid), Some(gid)).context("chown data dir")?;
+        set_mode(&config.data_dir, 0o750)?;
     }
     Ok(())
 }
 
+/// As root, for a command that opens the store before any `serve` made its directory: the
+/// panel's account and its data directory, as `serve` makes them.
+pub(crate) fn make_panel_data_dir(config: &Config) -> anyhow::Result<()> {
+    let panel = system::ensure_system_user(system::PANEL_USER)?;
+    make_data_dir(config, Some((panel.uid, panel.gid)))
+}
+
 /// How to start the panel: this binary's `panel` command, as the `lodge` user when root,
 /// with the settings passed in its environment.
-fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<Launch> {
+fn panel_launch(
+    config: &Config,
+    panel: Option<(Uid, Gid)>,
+    report: &std::os::unix::net::UnixListener,
+) -> anyhow::Result<Launch> {
+    use std::os::fd::AsRawFd;
+    let plan = Plan::new([(Socket::Report, report.as_raw_fd())])?;
     let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
         ("LODGE_DATA_DIR".into(), config.data_dir.clone().into()),
         (
@@ -121,6 +124,7 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
         ),
         ("LODGE_RUN_DIR".into(), config.run_dir.path().into()),
         ("LODGE_LOG_DIR".into(), config.log_dir.path().into()),
+        (handover::ENV.into(), plan.env_value().into()),
     ];
     if let Some(url) = &config.public_url {
         env.push(("LODGE_PUBLIC_URL".into(), url.into()));
@@ -138,7 +142,7 @@ fn panel_launch(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<La
         pid_file: None,
         stop_signal: Signal::SIGTERM,
         parent_death: Some(Signal::SIGTERM),
-        fds: Vec::new(),
+        fds: plan.fds(),
     })
 }
 
@@ -168,20 +172,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.php_fpm.is_none() {
         eprintln!("lodge: WARNING: no php-fpm found (install php-fpm or pass --php-fpm); tenants will report an error");
     }
-    // 2. directories and the store, handed to the panel's user.
+    // 2. directories: the store's belongs to the panel's user, who makes the store in it.
     prepare_dirs(&config, panel)?;
-    let store = Store::open(&config.database_path()).await?;
-    give_store_to_panel(&config, panel)?;
     // 3. masters a previous run left behind are stopped; the passes below start them again.
     supervisor::stop_leftovers(&config.run_dir.pools_dir()).await;
-    // 4. the wake-up socket the panel writes to after each change.
+    // 4. the wake-up socket the panel writes to after each change, and the one the agent
+    //    reports on (bound here, handed to the panel; it stays open for a restarted panel).
     let wake = crate::contract::wake::bind(&config.run_dir, panel)?;
-    // 5. the panel, supervised.
-    let mut reconciler = Reconciler::new(config.clone(), store, privileged, www_gid, log_owners);
-    reconciler
-        .supervisor
-        .ensure("panel", panel_launch(&config, panel)?)
+    let report = bind_private_socket(&config.run_dir.panel_report())?;
+    // 5. the panel, supervised; the agent reads the store once the panel has made it.
+    let mut supervisor = supervisor::Supervisor::new();
+    supervisor
+        .ensure("panel", panel_launch(&config, panel, &report)?)
         .context("starting the panel")?;
+    let store = wait_for_store(&config, &mut supervisor).await?;
+    if !crate::store::agent::has_admin(&store).await? {
+        eprintln!(
+            "lodge: no admin yet. Make one with:\n  echo 'a-long-password' | lodge --data-dir {} user add admin --role admin --password-stdin",
+            config.data_dir.display()
+        );
+    }
+    let mut reconciler = Reconciler::new(
+        config.clone(),
+        store,
+        privileged,
+        www_gid,
+        log_owners,
+        supervisor,
+    );
     // 6. the proxy, as lodge-www, on sockets bound here (it never needs root), with its
     //    metrics socket, which only the panel's group may connect to.
     let listeners = bind_proxy_listeners(&config)?;
@@ -194,7 +212,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Both stay open as long as the agent runs: a restarted proxy is handed them again.
     let control = metrics
         .is_some()
-        .then(|| bind_control_socket(&config))
+        .then(|| bind_private_socket(&config.run_dir.proxy_control()))
         .transpose()?;
     if let (Some(metrics), Some(control)) = (&metrics, &control) {
         let launch = proxy_launch(
@@ -218,7 +236,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         privileged,
     ));
     // 8. converge, then follow changes.
-    run_loop(&mut reconciler, wake, &config, &restarts).await;
+    run_loop(&mut reconciler, wake, &restarts).await;
     checks.abort();
     reconciler.supervisor.stop_all(supervisor::STOP_GRACE).await;
     Ok(())
@@ -267,17 +285,46 @@ fn bind_metrics_socket(
     Ok(listener)
 }
 
-/// The socket the agent tells the proxy to load new routes on, bound here in the
-/// root-owned run directory: root's alone (0600).
-fn bind_control_socket(config: &Config) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let path = config.run_dir.proxy_control();
-    let _ = std::fs::remove_file(&path);
+/// A socket only the agent connects to (the proxy's control socket, the panel's report
+/// socket), bound here in the root-owned run directory and handed to the child that serves
+/// it: root's alone (0600).
+fn bind_private_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
     // Bound with root's umask, then closed to everyone else before anything can connect
     // that matters: only root may connect to a 0600 socket.
-    let listener = std::os::unix::net::UnixListener::bind(&path)
+    let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("binding {}", path.display()))?;
-    set_mode(&path, 0o600)?;
+    set_mode(path, 0o600)?;
     Ok(listener)
+}
+
+/// How long the panel may take to make (or migrate) the store before the agent gives up.
+const STORE_WAIT: Duration = Duration::from_secs(120);
+
+/// Opens the store read-only once the panel has made and migrated it, keeping the panel
+/// supervised meanwhile.
+async fn wait_for_store(
+    config: &Config,
+    supervisor: &mut supervisor::Supervisor,
+) -> anyhow::Result<crate::store::StoreReader> {
+    let deadline = std::time::Instant::now() + STORE_WAIT;
+    let mut said = false;
+    loop {
+        match crate::store::StoreReader::open(&config.database_path()).await {
+            Ok(store) => return Ok(store),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e.context("the panel did not make the store"))
+            }
+            Err(e) => {
+                if !said {
+                    tracing::info!(error = %format!("{e:#}"), "waiting for the panel to make the store");
+                    said = true;
+                }
+            }
+        }
+        supervisor.tick();
+        tokio::time::sleep(TICK).await;
+    }
 }
 
 /// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners, the
@@ -322,12 +369,7 @@ fn proxy_launch<'a>(
     })
 }
 
-async fn run_loop(
-    r: &mut Reconciler,
-    wake: tokio::net::UnixDatagram,
-    config: &Config,
-    restarts: &health::Restarts,
-) {
+async fn run_loop(r: &mut Reconciler, wake: tokio::net::UnixDatagram, restarts: &health::Restarts) {
     let mut full = tokio::time::interval(FULL_PASS);
     // After a long pass, the next full pass waits its turn instead of running back to back.
     full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,9 +428,6 @@ async fn run_loop(
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile pass failed"),
-        }
-        if full_pass {
-            let _ = give_store_to_panel(config, None);
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::{
 };
 use crate::nofollow::{self, FileMode};
 use crate::store::agent::{self as agent_store, VhostRecord};
-use crate::store::Store;
+use crate::store::StoreReader;
 use anyhow::Context;
 use nix::unistd::{Gid, Uid};
 use std::os::unix::fs::PermissionsExt;
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 /// Returns the snapshot's generation.
 pub async fn routes(
     config: &Config,
-    store: &Store,
+    store: &StoreReader,
     www_gid: Option<Gid>,
     log_owners: Option<super::logs::Owners>,
 ) -> anyhow::Result<i64> {

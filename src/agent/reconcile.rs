@@ -12,9 +12,10 @@ use super::system;
 use super::{cgroup, fault};
 use crate::config::Config;
 use crate::contract::proxy_control;
+use crate::contract::report::{Report, Reporter, MAX_MESSAGE};
 use crate::domain::{AppliedState, DocRoot, PhpSettings, PmMode, TenantName, TenantState};
 use crate::store::agent::{self as agent_store, TenantRecord};
-use crate::store::Store;
+use crate::store::StoreReader;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
@@ -107,7 +108,7 @@ impl Desired {
 /// What the reconciler keeps between passes.
 pub struct Reconciler {
     pub config: Config,
-    pub store: Store,
+    pub store: StoreReader,
     pub supervisor: Supervisor,
     pub cgroups: cgroup::Cgroups,
     /// Root: users, ownership and UID switching are real.
@@ -117,6 +118,23 @@ pub struct Reconciler {
     log_owners: Option<super::logs::Owners>,
     /// Whether a proxy runs that loads the routes when asked.
     pub proxy_runs: bool,
+    /// The generation each tenant was last applied at without error, by tenant id.
+    applied: std::collections::HashMap<i64, i64>,
+    /// Tenant ids by name, as last read: a crash loop names the tenant.
+    ids: std::collections::HashMap<String, i64>,
+    reporter: Reporter,
+}
+
+/// An error message as a report carries it: at most `MAX_MESSAGE` bytes, cut at a character.
+fn truncate(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
 }
 
 /// The supervisor key of a tenant's master.
@@ -127,20 +145,24 @@ pub fn master_key(name: &TenantName) -> String {
 impl Reconciler {
     pub fn new(
         config: Config,
-        store: Store,
+        store: StoreReader,
         privileged: bool,
         www_gid: Option<Gid>,
         log_owners: Option<super::logs::Owners>,
+        supervisor: Supervisor,
     ) -> Self {
         Self {
+            reporter: Reporter::new(config.run_dir.clone()),
             log_owners,
             config,
             store,
-            supervisor: Supervisor::new(),
+            supervisor,
             cgroups: cgroup::Cgroups::detect(),
             privileged,
             www_gid,
             proxy_runs: false,
+            applied: Default::default(),
+            ids: Default::default(),
         }
     }
 
@@ -164,8 +186,11 @@ impl Reconciler {
         // Tenants applied without error, recorded `ok` once the proxy serves their vhosts.
         let mut applied = Vec::new();
         for record in records {
-            let up_to_date = record.applied_generation == Some(record.generation)
-                && record.applied_state.as_deref() == Some(AppliedState::Ok.as_str());
+            self.ids.insert(record.name.clone(), record.id);
+            // What this agent applied counts even when the panel missed the report.
+            let up_to_date = self.applied.get(&record.id) == Some(&record.generation)
+                || (record.applied_generation == Some(record.generation)
+                    && record.applied_state.as_deref() == Some(AppliedState::Ok.as_str()));
             let name_key = TenantName::parse(&record.name)
                 .map(|n| master_key(&n))
                 .unwrap_or_default();
@@ -194,14 +219,14 @@ impl Reconciler {
                     let message = format!("{e:#}");
                     tracing::warn!(tenant = %raw_name, error = %message, "apply failed");
                     report.errors += 1;
-                    agent_store::record_applied(
-                        &self.store,
-                        id,
+                    self.applied.remove(&id);
+                    self.report(Report::Applied {
+                        tenant_id: id,
                         generation,
-                        AppliedState::Error,
-                        Some(&message),
-                    )
-                    .await?;
+                        state: AppliedState::Error,
+                        error: Some(truncate(message)),
+                    })
+                    .await;
                 }
             }
         }
@@ -209,10 +234,24 @@ impl Reconciler {
         // The proxy learns the vhosts (and their certificates) after the pools are there.
         self.publish_routes().await;
         for (id, generation) in applied {
-            agent_store::record_applied(&self.store, id, generation, AppliedState::Ok, None)
-                .await?;
+            self.applied.insert(id, generation);
+            self.report(Report::Applied {
+                tenant_id: id,
+                generation,
+                state: AppliedState::Ok,
+                error: None,
+            })
+            .await;
         }
         Ok(report)
+    }
+
+    /// Tells the panel, which stores it. A report that does not arrive (the panel is
+    /// restarting) is not retried: the next change or full pass reports that tenant again.
+    async fn report(&mut self, report: Report) {
+        if let Err(e) = self.reporter.send(&report).await {
+            tracing::warn!(error = %e, ?report, "the panel did not take a report");
+        }
     }
 
     /// Publishes the routes snapshot and, when a proxy runs, waits (a bounded time) until it
@@ -251,12 +290,26 @@ impl Reconciler {
         }
     }
 
+    fn applied_id(&self, tenant: &TenantName) -> Option<i64> {
+        self.ids.get(tenant.as_str()).copied()
+    }
+
     /// Records a crash loop reported by the supervisor in the tenant's applied state.
     pub async fn crash_loop(&mut self, key: &str, message: &str) -> anyhow::Result<()> {
         let Some(name) = key.strip_prefix("fpm:") else {
             return Ok(());
         };
-        agent_store::record_failure(&self.store, name, message).await?;
+        let Ok(tenant) = TenantName::parse(name) else {
+            return Ok(());
+        };
+        if let Some(id) = self.applied_id(&tenant) {
+            self.applied.remove(&id);
+        }
+        self.report(Report::Failed {
+            tenant: tenant.as_str().to_owned(),
+            message: truncate(message.to_owned()),
+        })
+        .await;
         Ok(())
     }
 
@@ -376,7 +429,7 @@ impl Reconciler {
             };
             match self.remove(&name, uid, gid).await {
                 Ok(archive) => {
-                    agent_store::removal_done(&self.store, id).await?;
+                    self.report(Report::Removed { removal_id: id }).await;
                     report.removed += 1;
                     tracing::info!(tenant = %name, archive = ?archive, "tenant removed");
                 }

@@ -1,7 +1,7 @@
-//! The sockets the agent binds and hands to the proxy: the proxy runs as `lodge-www` and
-//! never needs root to listen on :80 or :443.
+//! The sockets the agent binds and hands to its children: the proxy runs as `lodge-www` and
+//! never needs root to listen on :80 or :443; the panel gets the socket the agent reports on.
 //!
-//! The child finds them at fixed descriptor numbers, named in `LODGE_PROXY_FDS`
+//! The child finds them at fixed descriptor numbers, named in `LODGE_FDS`
 //! (`http=3,https=4,metrics=5,control=6`). Each name and each number may appear once: two
 //! names on one descriptor would give it two owners, and both would close it.
 
@@ -9,30 +9,33 @@ use anyhow::{bail, Context};
 use std::os::fd::{FromRawFd, RawFd};
 
 /// The variable that names the handed-over descriptors.
-pub const ENV: &str = "LODGE_PROXY_FDS";
+pub const ENV: &str = "LODGE_FDS";
 /// The first and last descriptor number a handed-over socket may have.
 const FIRST_FD: RawFd = 3;
 const LAST_FD: RawFd = 9;
 
-/// A socket the proxy may be given.
+/// A socket a child may be given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Socket {
-    /// The plain HTTP listener (TCP).
+    /// The proxy's plain HTTP listener (TCP).
     Http,
-    /// The HTTPS listener (TCP).
+    /// The proxy's HTTPS listener (TCP).
     Https,
-    /// Where the panel reads the metrics (unix, listening).
+    /// Where the panel reads the proxy's metrics (unix, listening).
     Metrics,
     /// Where the agent tells the proxy to load a new snapshot (unix, listening).
     Control,
+    /// Where the agent reports to the panel (unix, listening).
+    Report,
 }
 
 impl Socket {
-    const ALL: [Socket; 4] = [
+    const ALL: [Socket; 5] = [
         Socket::Http,
         Socket::Https,
         Socket::Metrics,
         Socket::Control,
+        Socket::Report,
     ];
 
     pub fn name(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Socket {
             Socket::Https => "https",
             Socket::Metrics => "metrics",
             Socket::Control => "control",
+            Socket::Report => "report",
         }
     }
 
@@ -116,22 +120,26 @@ pub fn parse(spec: &str) -> anyhow::Result<Vec<(Socket, RawFd)>> {
     Ok(out)
 }
 
-/// The proxy's sockets, however it got them.
+/// A child's sockets, however it got them.
 #[derive(Debug, Default)]
-pub struct ProxySockets {
+pub struct Sockets {
     pub http: Option<std::net::TcpListener>,
     pub https: Option<std::net::TcpListener>,
     pub metrics: Option<std::os::unix::net::UnixListener>,
     pub control: Option<std::os::unix::net::UnixListener>,
+    pub report: Option<std::os::unix::net::UnixListener>,
 }
 
-impl ProxySockets {
-    /// The sockets the agent handed over, or `None` when [`ENV`] is not set (the proxy runs
-    /// alone and binds its own). Call once: each descriptor becomes owned here.
+impl Sockets {
+    /// The sockets the agent handed over, or `None` when [`ENV`] is not set (the process
+    /// runs alone). Call once: each descriptor becomes owned here, and the variable is
+    /// removed so that nothing started later believes it has them too.
     pub fn from_env() -> anyhow::Result<Option<Self>> {
         let Ok(spec) = std::env::var(ENV) else {
             return Ok(None);
         };
+        // SAFETY: called once, at start, before the runtime's threads read the environment.
+        unsafe { std::env::remove_var(ENV) };
         let mut sockets = Self::default();
         for (socket, fd) in parse(&spec)? {
             check_listening(fd, socket)?;
@@ -151,6 +159,10 @@ impl ProxySockets {
                 }
                 Socket::Control => {
                     sockets.control =
+                        Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+                }
+                Socket::Report => {
+                    sockets.report =
                         Some(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
                 }
             }
@@ -174,7 +186,7 @@ fn check_listening(fd: RawFd, socket: Socket) -> anyhow::Result<()> {
     }
     let addr: SockaddrStorage = getsockname(fd)?;
     let unix = addr.as_unix_addr().is_some();
-    let wants_unix = matches!(socket, Socket::Metrics | Socket::Control);
+    let wants_unix = matches!(socket, Socket::Metrics | Socket::Control | Socket::Report);
     if unix != wants_unix {
         bail!(
             "{ENV}: descriptor {fd} ({}) is the wrong kind of socket",

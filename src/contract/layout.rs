@@ -7,6 +7,7 @@
 //!   agent.sock               the wake-up (the panel's user may write)
 //!   proxy-metrics.sock       root:lodge 0660, the proxy serves its metrics here
 //!   proxy-control.sock       root 0600, the agent tells the proxy to load a new snapshot
+//!   panel-report.sock        root 0600, the agent reports to the panel
 //!   routes.json              the routes snapshot
 //!   fpm/<tenant>.sock        a tenant's PHP-FPM socket
 //!   pools/<tenant>.conf|pid|log|slow.log   what the root master opens (root 0700)
@@ -43,6 +44,11 @@ impl RunDir {
     /// Where the agent tells the proxy to load a new snapshot, and hears which it serves.
     pub fn proxy_control(&self) -> PathBuf {
         self.0.join("proxy-control.sock")
+    }
+
+    /// Where the agent reports to the panel (the panel is the only writer of the store).
+    pub fn panel_report(&self) -> PathBuf {
+        self.0.join("panel-report.sock")
     }
 
     /// The routes snapshot the agent publishes for the proxy.

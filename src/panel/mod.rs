@@ -10,6 +10,7 @@ pub mod auth;
 pub(crate) mod control;
 mod metrics;
 pub(crate) mod policy;
+mod report;
 pub(crate) mod web;
 
 use crate::panel::auth::Throttle;
@@ -112,12 +113,18 @@ async fn api_problem_for_413(
 pub async fn serve(
     state: AppState,
     listen: SocketAddr,
+    report: Option<std::os::unix::net::UnixListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding the panel to {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    if let Some(report) = report {
+        report.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(report)?;
+        tokio::spawn(report::serve(listener, state.control.store.clone()));
+    }
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("lodge panel listening on http://{addr}/");
     tracing::info!(%addr, "panel listening");

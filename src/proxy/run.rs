@@ -11,7 +11,7 @@ use super::reload::{self, Reloader};
 use super::sendfile::{Sendfile, SendfileIo};
 use super::server::{handle, Conn, Shared};
 use super::tls;
-use crate::contract::handover::ProxySockets;
+use crate::contract::handover::Sockets;
 use crate::contract::{LogDir, RunDir};
 use anyhow::Context;
 use hyper::service::service_fn;
@@ -27,7 +27,7 @@ pub fn bind_alone(
     http: Option<SocketAddr>,
     https: Option<SocketAddr>,
     run_dir: &RunDir,
-) -> anyhow::Result<ProxySockets> {
+) -> anyhow::Result<Sockets> {
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))
     };
@@ -40,20 +40,16 @@ pub fn bind_alone(
             None
         }
     };
-    Ok(ProxySockets {
+    Ok(Sockets {
         http: http.map(bind).transpose()?,
         https: https.map(bind).transpose()?,
         metrics,
-        control: None,
+        ..Sockets::default()
     })
 }
 
 /// Serves until SIGTERM or Ctrl-C; access logs go under `log_dir`.
-pub async fn serve(
-    run_dir: RunDir,
-    log_dir: LogDir,
-    listeners: ProxySockets,
-) -> anyhow::Result<()> {
+pub async fn serve(run_dir: RunDir, log_dir: LogDir, listeners: Sockets) -> anyhow::Result<()> {
     // Before anything else: SIGUSR1's default action would end the process.
     let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let (table, certs) = reload::load(&run_dir);

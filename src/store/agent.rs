@@ -1,12 +1,14 @@
-//! The agent's own queries: what it reads of the desired state, and the few tables it writes
-//! (`tenant_applied`, `tenant_health`, `tenant_health_samples`, `tenant_removals.done_at`).
+//! The agent's queries: what it reads of the desired state (through its read-only
+//! `StoreReader`), and how the panel writes what the agent reports (`tenant_applied`,
+//! `tenant_health`, `tenant_health_samples`, `tenant_removals.done_at`).
 //!
 //! Rows come back raw: the agent parses every value again before acting on it (the panel owns
 //! the store, and a compromised panel must not mean root).
 
 use super::rows::PlanColumns;
-use super::{now, Store};
-use crate::domain::AppliedState;
+use super::{now, Store, StoreReader};
+use crate::contract::report::{HealthRecord, Report};
+use crate::domain::{AppliedState, Role};
 use std::collections::HashMap;
 
 /// A tenant as the store describes it, with its plan, still raw.
@@ -26,7 +28,7 @@ pub struct TenantRecord {
 }
 
 /// Every tenant, by id.
-pub async fn tenants(store: &Store) -> sqlx::Result<Vec<TenantRecord>> {
+pub async fn tenants(store: &StoreReader) -> sqlx::Result<Vec<TenantRecord>> {
     sqlx::query_as(&format!(
         "SELECT t.id, t.name, t.state, t.uid, t.gid, t.php_settings, t.generation, {},
                 a.generation AS applied_generation, a.state AS applied_state
@@ -39,7 +41,7 @@ pub async fn tenants(store: &Store) -> sqlx::Result<Vec<TenantRecord>> {
 }
 
 /// Each tenant's vhost docroots, raw.
-pub async fn docroots(store: &Store) -> sqlx::Result<HashMap<i64, Vec<String>>> {
+pub async fn docroots(store: &StoreReader) -> sqlx::Result<HashMap<i64, Vec<String>>> {
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT tenant_id, docroot FROM vhosts")
         .fetch_all(&store.read)
         .await?;
@@ -50,8 +52,36 @@ pub async fn docroots(store: &Store) -> sqlx::Result<HashMap<i64, Vec<String>>> 
     Ok(by_tenant)
 }
 
+/// Whether an admin account exists (the agent says how to make one when not).
+pub async fn has_admin(store: &StoreReader) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE role = ?)")
+        .bind(Role::Admin.as_str())
+        .fetch_one(&store.read)
+        .await
+}
+
+/// Writes a report of the agent (the panel's side of `contract::report`).
+pub async fn store_report(store: &Store, report: &Report) -> sqlx::Result<()> {
+    match report {
+        Report::Applied {
+            tenant_id,
+            generation,
+            state,
+            error,
+        } => record_applied(store, *tenant_id, *generation, *state, error.as_deref()).await,
+        Report::Failed { tenant, message } => record_failure(store, tenant, message).await,
+        Report::Removed { removal_id } => removal_done(store, *removal_id).await,
+        Report::Health { at, sample, checks } => {
+            record_health(store, checks, *at, *sample, HEALTH_KEEP).await
+        }
+    }
+}
+
+/// How long the chart's points are kept, in seconds.
+const HEALTH_KEEP: i64 = 3600;
+
 /// Records what the agent made of a tenant's generation.
-pub async fn record_applied(
+async fn record_applied(
     store: &Store,
     tenant_id: i64,
     generation: i64,
@@ -75,7 +105,7 @@ pub async fn record_applied(
 
 /// Marks a tenant's last apply failed with `message`, whatever its generation (a crash loop
 /// the supervisor found between passes).
-pub async fn record_failure(store: &Store, tenant: &str, message: &str) -> sqlx::Result<()> {
+async fn record_failure(store: &Store, tenant: &str, message: &str) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE tenant_applied SET state = ?, error = ?, updated_at = ?
          WHERE tenant_id = (SELECT id FROM tenants WHERE name = ?)",
@@ -98,7 +128,7 @@ pub struct Removal {
     pub gid: i64,
 }
 
-pub async fn removals(store: &Store) -> sqlx::Result<Vec<Removal>> {
+pub async fn removals(store: &StoreReader) -> sqlx::Result<Vec<Removal>> {
     sqlx::query_as(
         "SELECT id, name, uid, gid FROM tenant_removals WHERE done_at IS NULL ORDER BY id",
     )
@@ -106,7 +136,7 @@ pub async fn removals(store: &Store) -> sqlx::Result<Vec<Removal>> {
     .await
 }
 
-pub async fn removal_done(store: &Store, id: i64) -> sqlx::Result<()> {
+async fn removal_done(store: &Store, id: i64) -> sqlx::Result<()> {
     sqlx::query("UPDATE tenant_removals SET done_at = ? WHERE id = ?")
         .bind(now())
         .bind(id)
@@ -137,7 +167,7 @@ pub struct VhostRecord {
 }
 
 /// Every vhost, by domain.
-pub async fn vhosts(store: &Store) -> sqlx::Result<Vec<VhostRecord>> {
+pub async fn vhosts(store: &StoreReader) -> sqlx::Result<Vec<VhostRecord>> {
     sqlx::query_as(&format!(
         "SELECT v.id, v.domain, v.docroot, v.php, v.front_controller, v.tls_mode, v.tls_cert_pem,
                 v.tls_key_pem, v.redirect_www, v.redirect_https, t.name AS tenant, t.state, {},
@@ -151,7 +181,7 @@ pub async fn vhosts(store: &Store) -> sqlx::Result<Vec<VhostRecord>> {
 }
 
 /// An active tenant the health checks look at: id, name and its plan's `pm`, raw.
-pub async fn health_targets(store: &Store) -> sqlx::Result<Vec<(i64, String, String)>> {
+pub async fn health_targets(store: &StoreReader) -> sqlx::Result<Vec<(i64, String, String)>> {
     sqlx::query_as(
         "SELECT t.id, t.name, p.php_pm FROM tenants t JOIN plans p ON p.id = t.plan_id
          JOIN tenant_applied a ON a.tenant_id = t.id
@@ -161,29 +191,9 @@ pub async fn health_targets(store: &Store) -> sqlx::Result<Vec<(i64, String, Str
     .await
 }
 
-/// What one health check saw of a tenant's pool.
-#[derive(Debug, Default, Clone)]
-pub struct HealthRecord {
-    pub tenant_id: i64,
-    pub ok: bool,
-    pub error: Option<String>,
-    pub ping_ms: Option<f64>,
-    pub active_processes: Option<i64>,
-    pub idle_processes: Option<i64>,
-    pub total_processes: Option<i64>,
-    pub listen_queue: Option<i64>,
-    pub max_children_reached: Option<i64>,
-    pub slow_requests: Option<i64>,
-    pub accepted_conn: Option<i64>,
-    pub restarts: i64,
-    pub memory_bytes: Option<i64>,
-    pub processes: Option<i64>,
-    pub cpu_usec: Option<i64>,
-}
-
 /// Records a round of checks at time `at`; with `sample`, also a point of the chart (and
 /// drops the points older than `keep` seconds).
-pub async fn record_health(
+async fn record_health(
     store: &Store,
     checks: &[HealthRecord],
     at: i64,

@@ -89,6 +89,81 @@ impl Store {
     }
 }
 
+/// The agent's view of the store: read-only, and refusing a store reached through a link.
+///
+/// The store's directory belongs to the panel's user, who could put a link where the file
+/// was. Root never writes there: it opens the file read-only, only once it is a regular file,
+/// and checks on every connection that SQLite opened the file at exactly that path (SQLite
+/// resolves links in a path before opening, so a link shows as another path). The agent's
+/// own facts reach the store through the panel (`contract::report`).
+#[derive(Clone, Debug)]
+pub struct StoreReader {
+    pub read: SqlitePool,
+}
+
+impl StoreReader {
+    /// Opens the store the panel made; fails while it is missing or not yet migrated.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let dir = path.parent().context("the store has no directory")?;
+        let name = path.file_name().context("the store has no file name")?;
+        let expected = std::fs::canonicalize(dir)
+            .with_context(|| format!("finding {}", dir.display()))?
+            .join(name);
+        let meta = std::fs::symlink_metadata(&expected)
+            .with_context(|| format!("looking at {}", expected.display()))?;
+        if !meta.file_type().is_file() {
+            anyhow::bail!("{} is not a regular file", expected.display());
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&expected)
+            .read_only(true)
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(10));
+        let check = expected.clone();
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                let check = check.clone();
+                Box::pin(async move {
+                    let opened: String = sqlx::query_scalar(
+                        "SELECT file FROM pragma_database_list WHERE name = 'main'",
+                    )
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    if std::path::Path::new(&opened) != check {
+                        return Err(sqlx::Error::Configuration(
+                            format!(
+                                "the store opened as {opened}, not {}: a link stands in its place",
+                                check.display()
+                            )
+                            .into(),
+                        ));
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening {} read-only", expected.display()))?;
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&read)
+                .await
+                .context("reading the store's schema version")?;
+        if applied.unwrap_or(0) < latest {
+            anyhow::bail!("the store is not migrated yet");
+        }
+        Ok(Self { read })
+    }
+
+    pub async fn generation(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT generation FROM state WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+    }
+}
+
 /// Bumps the desired-state generation inside `tx` and returns the new value.
 pub async fn bump_generation(tx: &mut Transaction<'static, Sqlite>) -> sqlx::Result<i64> {
     sqlx::query_scalar(
@@ -130,4 +205,41 @@ pub fn parse_time(raw: &str) -> Option<i64> {
 /// True when `e` is a UNIQUE or PRIMARY KEY violation: the name or domain is taken.
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_agent_reads_the_store_only_at_its_own_path() {
+        let dir = std::env::temp_dir().join(format!("lodge-reader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lodge.db");
+        // Missing: the panel has not made it yet.
+        assert!(StoreReader::open(&path).await.is_err());
+        let store = Store::open(&path).await.unwrap();
+        let reader = StoreReader::open(&path).await.unwrap();
+        assert_eq!(
+            reader.generation().await.unwrap(),
+            store.generation().await.unwrap()
+        );
+        // Read-only: the agent cannot write through it.
+        assert!(sqlx::query("UPDATE state SET generation = 7")
+            .execute(&reader.read)
+            .await
+            .is_err());
+        // A link where the store should be is refused, whatever it points at.
+        let other = dir.join("elsewhere");
+        std::fs::create_dir_all(&other).unwrap();
+        let link = other.join("lodge.db");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let refused = StoreReader::open(&link).await.unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("not a regular file"),
+            "{refused:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

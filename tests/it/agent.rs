@@ -598,7 +598,7 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     assert_eq!(processes_of(uid), 0, "no process left");
     assert!(!site.socket(&b).exists(), "no socket left");
     assert!(!site.tenants().join(&b).exists(), "no home left");
-    let archives: Vec<String> = std::fs::read_dir(site.data().join("archives"))
+    let archives: Vec<String> = std::fs::read_dir(site.base.join("data-agent").join("archives"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
