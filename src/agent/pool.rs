@@ -6,7 +6,7 @@
 //! a tenant's home, where the tenant could plant a symlink.
 
 use crate::contract::RunDir;
-use crate::domain::{PhpSettings, PmMode, TenantName};
+use crate::domain::{PhpBounds, PhpSettings, PmMode, PoolSetting, TenantName};
 use crate::nofollow::{self, FileMode};
 use askama::Template;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,8 @@ pub struct PoolSpec {
     pub terminate_timeout: u32,
     pub disable_functions: Vec<String>,
     pub settings: PhpSettings,
+    /// The plan's caps: written as `php_admin_value`, so PHP cannot raise them.
+    pub bounds: PhpBounds,
 }
 
 #[derive(Template)]
@@ -69,7 +71,7 @@ struct PoolFile<'a> {
     terminate_timeout: u32,
     home: String,
     disable_functions: String,
-    settings: Vec<(&'static str, String)>,
+    settings: Vec<PoolSetting>,
 }
 
 fn text(p: &Path) -> String {
@@ -97,7 +99,7 @@ impl PoolSpec {
             terminate_timeout: self.terminate_timeout,
             home: text(&self.home),
             disable_functions: self.disable_functions.join(","),
-            settings: self.settings.iter().map(|(k, v)| (k, v.ini())).collect(),
+            settings: self.settings.pool_settings(&self.bounds),
         }
         .render()
     }
@@ -156,20 +158,20 @@ pub async fn replace_checked(php_fpm: &Path, conf: &Path, content: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PhpBounds;
 
     #[test]
     fn renders_checked_values_only() {
         let name = TenantName::parse("acme").unwrap();
+        let bounds = PhpBounds {
+            memory_limit_mb: 256,
+            upload_max_mb: 64,
+            max_execution_time: 60,
+        };
         let settings = PhpSettings::parse(
             serde_json::json!({"memory_limit": "128M", "display_errors": false})
                 .as_object()
                 .unwrap(),
-            &PhpBounds {
-                memory_limit_mb: 256,
-                upload_max_mb: 64,
-                max_execution_time: 60,
-            },
+            &bounds,
         )
         .unwrap();
         let spec = PoolSpec {
@@ -184,6 +186,7 @@ mod tests {
             terminate_timeout: 70,
             disable_functions: vec!["exec".into(), "system".into()],
             settings,
+            bounds,
         };
         let conf = spec.render().unwrap();
         assert!(conf.contains("[acme]\nuser = acme\ngroup = acme\n"));
@@ -192,7 +195,13 @@ mod tests {
         assert!(conf.contains("pm = dynamic\npm.max_children = 8\npm.start_servers = 2\n"));
         assert!(conf.contains("php_admin_value[open_basedir] = /srv/lodge/tenants/acme/\n"));
         assert!(conf.contains("php_admin_value[disable_functions] = exec,system\n"));
-        assert!(conf.contains("php_value[memory_limit] = 128M\n"));
+        // What the plan caps is an admin value (ini_set cannot raise it): the tenant's own
+        // value, or the plan's cap where the tenant set none.
+        assert!(conf.contains("php_admin_value[memory_limit] = 128M\n"));
+        assert!(conf.contains("php_admin_value[upload_max_filesize] = 64M\n"));
+        assert!(conf.contains("php_admin_value[post_max_size] = 64M\n"));
+        assert!(conf.contains("php_admin_value[max_execution_time] = 60\n"));
+        assert!(!conf.contains("php_value[memory_limit]"));
         assert!(conf.contains("php_value[display_errors] = Off\n"));
         assert!(conf.contains("slowlog = /run/lodge/pools/acme.slow.log\n"));
         assert!(conf.contains("process_control_timeout = 30s"));

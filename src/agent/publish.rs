@@ -51,7 +51,7 @@ pub async fn routes(
         tracing::warn!(error = %format!("{e:#}"), "access log directories");
     }
     let snapshot = Snapshot { generation, vhosts };
-    snapshot.publish(&config.run_dir)?;
+    snapshot.publish(&config.run_dir, www_gid)?;
     remove_unused_certificates(&tls_dir, &snapshot);
     Ok(generation)
 }

@@ -13,7 +13,9 @@ use super::{cgroup, fault};
 use crate::config::Config;
 use crate::contract::proxy_control;
 use crate::contract::report::{Report, Reporter, MAX_MESSAGE};
-use crate::domain::{AppliedState, DocRoot, PhpSettings, PmMode, TenantName, TenantState};
+use crate::domain::{
+    AppliedState, DocRoot, PhpBounds, PhpSettings, PmMode, TenantName, TenantState,
+};
 use crate::store::agent::{self as agent_store, TenantRecord};
 use crate::store::StoreReader;
 use anyhow::{bail, Context};
@@ -41,6 +43,7 @@ struct Desired {
     max_execution_time: u32,
     disable_functions: Vec<String>,
     settings: PhpSettings,
+    bounds: PhpBounds,
     docroots: Vec<DocRoot>,
     limits: cgroup::Limits,
 }
@@ -95,6 +98,7 @@ impl Desired {
                 .map(|f| f.as_str().to_owned())
                 .collect(),
             settings,
+            bounds: plan.php_bounds(),
             docroots: parsed_docroots,
             limits: cgroup::Limits {
                 memory_mb: plan.memory_mb,
@@ -350,6 +354,7 @@ impl Reconciler {
             terminate_timeout: t.max_execution_time + 10,
             disable_functions: t.disable_functions.clone(),
             settings: t.settings.clone(),
+            bounds: t.bounds,
         };
         let mut content = spec.render().context("rendering the pool file")?;
         if super::fault_set("bad-pool", t.name.as_str()) {

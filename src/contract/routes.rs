@@ -4,6 +4,7 @@
 
 use super::RunDir;
 use crate::nofollow::{self, FileMode};
+use nix::unistd::{Gid, Uid};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -40,13 +41,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Writes the snapshot beside its final name and renames it into place, so the proxy
-    /// reads either the old or the new one, never a half-written file. Readable by all: it
-    /// holds paths and names, no secrets. Returns whether it changed.
-    pub fn publish(&self, run_dir: &RunDir) -> std::io::Result<bool> {
+    /// reads either the old or the new one, never a half-written file. Root's, readable by
+    /// the proxy's group (`group`, when root) alone: it names every tenant, domain and
+    /// suspension. Returns whether it changed.
+    pub fn publish(&self, run_dir: &RunDir, group: Option<Gid>) -> std::io::Result<bool> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let mode = FileMode {
-            mode: 0o644,
-            owner: None,
+            mode: 0o640,
+            owner: group.map(|g| (Uid::from_raw(0), g)),
         };
         nofollow::replace_file(&run_dir.routes(), text.as_bytes(), mode)
     }

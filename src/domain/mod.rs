@@ -17,7 +17,9 @@ mod tls;
 pub use docroot::{DocRoot, FrontController};
 pub use domain_name::DomainName;
 pub use names::{Password, PlanName, Role, TenantName, Username, VhostId};
-pub use php::{PhpBounds, PhpFunction, PhpSettings, PhpValue, PmMode, DEFAULT_DISABLE_FUNCTIONS};
+pub use php::{
+    PhpBounds, PhpFunction, PhpSettings, PhpValue, PmMode, PoolSetting, DEFAULT_DISABLE_FUNCTIONS,
+};
 pub use plan::{PlanChanges, PlanLimits, PlanPhpChanges};
 pub use state::{AppliedState, TenantState};
 pub use tls::{RedirectWww, TlsMode, TlsPem};

@@ -311,6 +311,46 @@ impl PhpSettings {
     }
 }
 
+/// One line of a pool file's PHP settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSetting {
+    pub key: &'static str,
+    pub value: String,
+    /// `php_admin_value`: neither `ini_set()` nor `.user.ini` can change it. Every setting
+    /// the plan caps is one, so a tenant can never raise it past the plan.
+    pub admin: bool,
+}
+
+impl PhpSettings {
+    /// The lines of the pool file: each capped setting as `php_admin_value`, the tenant's own
+    /// value or else the plan's cap; the others as `php_value`, when the tenant set them.
+    pub fn pool_settings(&self, bounds: &PhpBounds) -> Vec<PoolSetting> {
+        let mut lines = Vec::new();
+        for setting in SETTINGS {
+            let own = self.values.get(setting.key);
+            let cap = match setting.kind {
+                Kind::Megabytes { cap, .. } => Some(PhpValue::Megabytes(cap(bounds))),
+                Kind::Seconds { cap, .. } => Some(PhpValue::Seconds(cap(bounds))),
+                _ => None,
+            };
+            match (own, cap) {
+                (Some(v), cap) => lines.push(PoolSetting {
+                    key: setting.key,
+                    value: v.ini(),
+                    admin: cap.is_some(),
+                }),
+                (None, Some(cap)) => lines.push(PoolSetting {
+                    key: setting.key,
+                    value: cap.ini(),
+                    admin: true,
+                }),
+                (None, None) => {}
+            }
+        }
+        lines
+    }
+}
+
 /// Loads settings from the store, where only checked settings were ever written; the
 /// bounds are re-checked all the same (the agent trusts no stored string).
 impl PhpSettings {

@@ -455,10 +455,10 @@ echo "socket=", $s === false ? "denied" : "connected", "\n";
     ] {
         assert!(out.contains(line), "{line} expected in {out}");
     }
-    // The sockets: 0660, owner the tenant, group lodge-www.
+    // The sockets: 0660, lodge-www's alone (not even the tenant may connect to its own).
     let meta = std::fs::metadata(site.socket(&a)).unwrap();
     assert_eq!(meta.mode() & 0o777, 0o660);
-    assert_eq!(meta.uid(), ids(&a).0);
+    assert_eq!(meta.uid(), ids("lodge-www").0);
     assert_eq!(
         meta.gid(),
         nix::unistd::Group::from_name("lodge-www")
@@ -694,7 +694,7 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     assert_eq!(failed, 0, "B lost requests while A reloaded");
     assert_eq!(master_pid(&site, &b), b_pid, "B's master was not touched");
     let conf = std::fs::read_to_string(site.run().join("pools").join(format!("{a}.conf"))).unwrap();
-    assert!(conf.contains("php_value[memory_limit] = 112M"));
+    assert!(conf.contains("php_admin_value[memory_limit] = 112M"));
 
     // A pool file php-fpm rejects (injected: lodge's own checks never produce one) leaves
     // the old pool serving and the error in the applied state.
@@ -719,7 +719,7 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
     let still =
         std::fs::read_to_string(site.run().join("pools").join(format!("{a}.conf"))).unwrap();
     assert!(
-        still.contains("php_value[memory_limit] = 112M"),
+        still.contains("php_admin_value[memory_limit] = 112M"),
         "the live file is the old one"
     );
     let hello_a = script(&site, &a, &a_domain, "hello.php", "<?php echo 'still';");
