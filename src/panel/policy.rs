@@ -20,6 +20,9 @@ pub struct Actor {
     pub tenant_id: Option<i64>,
     /// Client address (or `cli`), for the audit log.
     pub source: String,
+    /// The digest of the dashboard session the request came with, if it came with one: a
+    /// password change keeps it and ends the account's other sessions.
+    pub session: Option<Vec<u8>>,
 }
 
 /// An action the actor's role may never take (the API answers 403).
@@ -44,6 +47,7 @@ impl Actor {
             role: Role::Admin,
             tenant_id: None,
             source: "cli".into(),
+            session: None,
         }
     }
 
@@ -118,6 +122,7 @@ mod tests {
             role,
             tenant_id,
             source: "test".into(),
+            session: None,
         }
     }
 

@@ -45,7 +45,26 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening {}", path.display()))?;
+        // Foreign keys off while migrating (a table made again would otherwise take the rows
+        // that refer to it with it when the old one is dropped), checked after. The writer is
+        // one connection, so the pragmas and the migrations run on the same one.
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&write)
+            .await?;
         MIGRATOR.run(&write).await.context("running migrations")?;
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&write)
+            .await?;
+        let broken: Vec<(String,)> =
+            sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+                .fetch_all(&write)
+                .await?;
+        if !broken.is_empty() {
+            anyhow::bail!(
+                "the migrations left {} rows that refer to nothing",
+                broken.len()
+            );
+        }
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options.read_only(true))

@@ -13,6 +13,7 @@ mod api_auth;
 mod api_conflicts;
 mod api_roles;
 mod api_validation;
+mod security;
 
 // The dashboard (forms with CSRF, and a headless browser where one is installed).
 mod browser;

@@ -370,12 +370,24 @@ async fn totp_second_factor_for_the_dashboard_and_the_api() {
         .and_then(|s| s.split('<').next())
         .expect("a secret to enrol")
         .to_owned();
-    let now = std::time::SystemTime::now()
+    // Each code is accepted once, and the server allows one step of drift either way: the
+    // steps before, at and after now make three codes, each used once below. Far enough from
+    // a step's end that the server's clock stays within the same step meanwhile.
+    let mut now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let code = lodge::panel::auth::totp::code_at(&secret, now).unwrap();
-    let wrong = if code == "000000" { "111111" } else { "000000" };
+    if now % 30 > 22 {
+        tokio::time::sleep(std::time::Duration::from_secs(31 - now % 30)).await;
+        now += 31 - now % 30;
+    }
+    let code_at = |t: u64| lodge::panel::auth::totp::code_at(&secret, t).unwrap();
+    let (code, sign_in_code, api_code) = (code_at(now - 30), code_at(now), code_at(now + 30));
+    let wrong = if [&code, &sign_in_code, &api_code].contains(&&"000000".to_owned()) {
+        "111111"
+    } else {
+        "000000"
+    };
     let (status, _) = dash
         .post("/account/totp", &[("secret", &secret), ("code", wrong)])
         .await;
@@ -399,16 +411,35 @@ async fn totp_second_factor_for_the_dashboard_and_the_api() {
             .0,
         401
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let code = lodge::panel::auth::totp::code_at(&secret, now).unwrap();
-    assert!(
+    // The code that turned TOTP on was used up there.
+    assert_eq!(
         Dashboard::try_sign_in(&app.base, "admin", "admin-password-1", Some(&code))
+            .await
+            .err()
+            .unwrap()
+            .0,
+        401,
+        "a code used once is refused"
+    );
+    assert!(
+        Dashboard::try_sign_in(&app.base, "admin", "admin-password-1", Some(&sign_in_code))
             .await
             .is_ok()
     );
+    assert_eq!(
+        Dashboard::try_sign_in(&app.base, "admin", "admin-password-1", Some(&sign_in_code))
+            .await
+            .err()
+            .unwrap()
+            .0,
+        401,
+        "a code used to sign in is not accepted again"
+    );
+    // A signed-in session cannot replace the second factor without a current code.
+    let (status, _) = dash
+        .post("/account/totp", &[("secret", &secret), ("code", &api_code)])
+        .await;
+    assert_eq!(status, 409, "TOTP already on is not replaced");
 
     // The API's sign-in needs the code too.
     let http = reqwest::Client::new();
@@ -421,7 +452,7 @@ async fn totp_second_factor_for_the_dashboard_and_the_api() {
     assert_eq!(r.status().as_u16(), 401);
     let r = http
         .post(format!("{}/api/v1/tokens", app.base))
-        .json(&json!({"username": "admin", "password": "admin-password-1", "totp": code}))
+        .json(&json!({"username": "admin", "password": "admin-password-1", "totp": api_code}))
         .send()
         .await
         .unwrap();

@@ -29,6 +29,7 @@ pub fn actor_of(user: &UserRow, source: String) -> Actor {
         role: user.role,
         tenant_id: user.tenant_id,
         source,
+        session: None,
     }
 }
 

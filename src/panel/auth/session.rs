@@ -30,8 +30,8 @@ pub async fn sign_in(
     code: Option<&str>,
     address: &str,
 ) -> Result<UserRow, SignInError> {
-    throttle
-        .check(username, address)
+    let attempt = throttle
+        .begin(username, address)
         .map_err(SignInError::Throttled)?;
     let user = find_user(store, username)
         .await
@@ -44,21 +44,28 @@ pub async fn sign_in(
     let user = match user {
         Some(user) if password_ok => user,
         _ => {
-            throttle.failed(username, address);
+            attempt.failed();
             return Err(SignInError::Rejected);
         }
     };
     if let Some(secret) = &user.totp_secret {
         match code.filter(|c| !c.trim().is_empty()) {
-            None => return Err(SignInError::CodeRequired),
-            Some(code) if !totp::verify(secret, code) => {
-                throttle.failed(username, address);
-                return Err(SignInError::Rejected);
+            None => {
+                attempt.take_back();
+                return Err(SignInError::CodeRequired);
             }
-            Some(_) => {}
+            Some(code) => {
+                let fresh = totp::verify_once(store, user.id, secret, code)
+                    .await
+                    .map_err(|e| SignInError::Internal(e.into()))?;
+                if !fresh {
+                    attempt.failed();
+                    return Err(SignInError::Rejected);
+                }
+            }
         }
     }
-    throttle.succeeded(username);
+    attempt.succeeded();
     Ok(user)
 }
 
@@ -116,21 +123,6 @@ pub async fn lookup(store: &Store, cookie: &str) -> sqlx::Result<Option<(UserRow
 pub async fn delete(store: &Store, cookie: &str) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
         .bind(secret::digest(cookie))
-        .execute(&store.write)
-        .await
-        .map(|_| ())
-}
-
-/// Ends every session of a user but the one given (after a password change).
-pub async fn delete_others(
-    store: &Store,
-    user_id: i64,
-    keep_cookie: Option<&str>,
-) -> sqlx::Result<()> {
-    let keep = keep_cookie.map(secret::digest).unwrap_or_default();
-    sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash != ?")
-        .bind(user_id)
-        .bind(keep)
         .execute(&store.write)
         .await
         .map(|_| ())

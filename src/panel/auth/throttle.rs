@@ -1,63 +1,103 @@
-//! Login throttling: failed sign-ins counted per account and per client address over a
-//! window; past the allowance the next attempt is refused with a time to wait, before any
-//! password is checked.
+//! Sign-in throttling. An attempt is counted when it starts, before any password is hashed,
+//! so parallel guesses cannot all pass before the first failure is counted; an attempt that
+//! succeeds is taken back.
+//!
+//! Three counts over a window: per account and address (5), per address (20, several
+//! accounts behind one NAT), and per account from anywhere (50). A stranger guessing the
+//! admin's password from one address locks out that address, not the admin signing in from
+//! another; only a spread-out guessing campaign reaches the account's own limit.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Failures allowed per account within the window.
-pub const PER_ACCOUNT: u32 = 5;
-/// Failures allowed per client address within the window (several accounts behind one NAT).
+/// Failures allowed per account from one address within the window.
+pub const PER_ACCOUNT_AND_ADDRESS: u32 = 5;
+/// Failures allowed per client address within the window, whatever the accounts.
 pub const PER_ADDRESS: u32 = 20;
+/// Failures allowed per account within the window, from all addresses together.
+pub const PER_ACCOUNT: u32 = 50;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Default)]
 pub struct Throttle {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    counts: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
+}
+
+/// An attempt under way, counted as a failure unless it ends with [`Attempt::succeeded`]
+/// (a client that goes away while its password is checked has used up its try).
+pub struct Attempt {
+    counts: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
+    keys: [String; 3],
 }
 
 impl Throttle {
-    /// `Err(wait)` while the account or the address has used up its failures.
-    pub fn check(&self, username: &str, address: &str) -> Result<(), Duration> {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+    /// Counts an attempt for `username` from `address`, or `Err(wait)` while one of the
+    /// counts is used up.
+    pub fn begin(&self, username: &str, address: &str) -> Result<Attempt, Duration> {
+        let keys = [
+            format!("p:{}:{address}", bounded(username)),
+            format!("a:{address}"),
+            format!("u:{}", bounded(username)),
+        ];
+        let limits = [PER_ACCOUNT_AND_ADDRESS, PER_ADDRESS, PER_ACCOUNT];
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         map.retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-        let wait = |key: String, limit: u32| {
-            map.get(&key)
-                .filter(|(count, _)| *count >= limit)
-                .map(|(_, since)| WINDOW.saturating_sub(now.duration_since(*since)))
-        };
-        match wait(account_key(username), PER_ACCOUNT)
-            .or_else(|| wait(address_key(address), PER_ADDRESS))
-        {
-            Some(wait) => Err(wait.max(Duration::from_secs(1))),
-            None => Ok(()),
+        let wait = keys
+            .iter()
+            .zip(limits)
+            .filter_map(|(key, limit)| {
+                map.get(key)
+                    .filter(|(count, _)| *count >= limit)
+                    .map(|(_, since)| WINDOW.saturating_sub(now.duration_since(*since)))
+            })
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait.max(Duration::from_secs(1)));
         }
-    }
-
-    pub fn failed(&self, username: &str, address: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        for key in [account_key(username), address_key(address)] {
-            map.entry(key).or_insert((0, now)).0 += 1;
+        for key in &keys {
+            map.entry(key.clone()).or_insert((0, now)).0 += 1;
         }
-    }
-
-    /// A successful sign-in clears the account's count (not the address's).
-    pub fn succeeded(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&account_key(username));
+        Ok(Attempt {
+            counts: self.counts.clone(),
+            keys,
+        })
     }
 }
 
-fn account_key(username: &str) -> String {
-    // Bounded, so a flood of long made-up names cannot grow the map's keys.
-    format!("u:{}", username.chars().take(64).collect::<String>())
+impl Attempt {
+    /// The attempt failed: it stays counted (as does one whose request was dropped).
+    pub fn failed(self) {}
+
+    /// The password was right but a second factor is still to come: this attempt is taken
+    /// back, the earlier failures stay (else a known password would reset the count of
+    /// guessed codes).
+    pub fn take_back(self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some((count, _)) = map.get_mut(key) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The attempt succeeded: it is taken back, and the account's failures from this
+    /// address are forgotten (not the address's, nor the account's from elsewhere).
+    pub fn succeeded(self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&self.keys[0]);
+        for key in &self.keys[1..] {
+            if let Some((count, _)) = map.get_mut(key) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
 }
 
-fn address_key(address: &str) -> String {
-    format!("a:{address}")
+/// Bounded, so a flood of long made-up names cannot grow the map's keys.
+fn bounded(username: &str) -> String {
+    username.chars().take(64).collect()
 }
 
 #[cfg(test)]
@@ -65,15 +105,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locks_after_allowance() {
+    fn attempts_count_before_they_end_and_a_stranger_locks_out_only_its_address() {
         let t = Throttle::default();
-        for _ in 0..PER_ACCOUNT {
-            assert!(t.check("alice", "1.2.3.4").is_ok());
-            t.failed("alice", "1.2.3.4");
+        // Five attempts under way at once use up the allowance before any has failed.
+        let running: Vec<Attempt> = (0..PER_ACCOUNT_AND_ADDRESS)
+            .map(|_| t.begin("admin", "203.0.113.9").unwrap())
+            .collect();
+        assert!(t.begin("admin", "203.0.113.9").is_err());
+        running.into_iter().for_each(Attempt::failed);
+        assert!(t.begin("admin", "203.0.113.9").is_err());
+        // The owner, from another address, still signs in.
+        t.begin("admin", "198.51.100.1").unwrap().succeeded();
+        assert!(t.begin("admin", "198.51.100.1").is_ok());
+        // Another account from the stranger's address too, until the address's own limit.
+        assert!(t.begin("bob", "203.0.113.9").is_ok());
+    }
+
+    #[test]
+    fn a_success_gives_its_attempt_back() {
+        let t = Throttle::default();
+        for _ in 0..20 {
+            t.begin("alice", "192.0.2.1").unwrap().succeeded();
         }
-        assert!(t.check("alice", "5.6.7.8").is_err());
-        assert!(t.check("bob", "1.2.3.4").is_ok());
-        t.succeeded("alice");
-        assert!(t.check("alice", "1.2.3.4").is_ok());
+        assert!(t.begin("alice", "192.0.2.1").is_ok());
+    }
+
+    #[test]
+    fn guesses_spread_over_addresses_reach_the_account_limit() {
+        let t = Throttle::default();
+        for i in 0..PER_ACCOUNT {
+            t.begin("admin", &format!("10.0.{}.{}", i / 200, i % 200))
+                .unwrap()
+                .failed();
+        }
+        assert!(t.begin("admin", "10.9.9.9").is_err());
     }
 }

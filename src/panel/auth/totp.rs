@@ -35,17 +35,51 @@ pub fn code_at(secret: &str, unix: u64) -> Option<String> {
     Some(format!("{:06}", bin % 1_000_000))
 }
 
-/// Whether `code` is valid now, allowing one step of clock drift either way.
-pub fn verify(secret: &str, code: &str) -> bool {
+/// The time step `code` is valid for now, allowing one step of clock drift either way;
+/// `None` when it is not valid. A code is accepted once: the caller records the step
+/// ([`accept`]) and refuses any step not later than the last one used.
+pub fn verify(secret: &str, code: &str) -> Option<i64> {
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
     let now = crate::store::now() as u64;
     [now.saturating_sub(STEP), now, now + STEP]
-        .iter()
-        .filter_map(|&t| code_at(secret, t))
-        .any(|expected| super::secret::same(&expected, code))
+        .into_iter()
+        .find(|&t| code_at(secret, t).is_some_and(|expected| super::secret::same(&expected, code)))
+        .map(|t| (t / STEP) as i64)
+}
+
+/// Records that the code of `step` was used by `user_id`; `false` when this code (or a
+/// later one) was used already. One statement, so two requests with the same code cannot
+/// both pass.
+pub async fn accept(
+    tx: impl sqlx::Executor<'_, Database = sqlx::Sqlite>,
+    user_id: i64,
+    step: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE users SET totp_last_step = ?1
+         WHERE id = ?2 AND (totp_last_step IS NULL OR totp_last_step < ?1)",
+    )
+    .bind(step)
+    .bind(user_id)
+    .execute(tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Checks a code and uses it up: `true` once per valid code.
+pub async fn verify_once(
+    store: &crate::store::Store,
+    user_id: i64,
+    secret: &str,
+    code: &str,
+) -> sqlx::Result<bool> {
+    match verify(secret, code) {
+        Some(step) => accept(&store.write, user_id, step).await,
+        None => Ok(false),
+    }
 }
 
 /// Whether `secret` is a base32 secret lodge could have made.

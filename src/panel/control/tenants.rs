@@ -368,6 +368,9 @@ pub async fn update(
     };
 
     let mut tx = ctl.store.begin().await?;
+    // The tenant as it is now, inside the transaction that writes: a change that raced
+    // this one (another plan change, a create) must count for the reseller's limits.
+    let before = fetch(&mut tx, before.id).await?;
     let plan = match &patch.plan {
         Some(p) => plan_by_name(&mut tx, p)
             .await?

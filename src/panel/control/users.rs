@@ -235,9 +235,16 @@ pub async fn update(
     .execute(&mut *tx)
     .await?;
     if hash.is_some() {
-        // A new password ends API tokens and other sessions made with the old one.
+        // A new password ends every API token and every dashboard session made with the old
+        // one, whichever way it was changed; only the session the change came with stays.
         sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
             .bind(before.id)
+            .execute(&mut *tx)
+            .await?;
+        let keep = actor.session.clone().filter(|_| own).unwrap_or_default();
+        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash != ?")
+            .bind(before.id)
+            .bind(keep)
             .execute(&mut *tx)
             .await?;
     }
@@ -302,31 +309,67 @@ pub async fn delete(ctl: &Control, actor: &Actor, username: &str) -> Result<(), 
     Ok(())
 }
 
-/// Turns the second factor on (with a secret the user proved they hold) or off.
+/// A change of an account's second factor. Either way it takes a current code: turning it
+/// on, one of the new secret (the person holds it); turning it off, one of the secret in use
+/// (a stolen session alone cannot). A second factor already on is not replaced: it is turned
+/// off first.
+#[derive(Debug, Clone, Copy)]
+pub enum TotpChange<'a> {
+    On { secret: &'a str, code: &'a str },
+    Off { code: &'a str },
+}
+
 pub async fn set_totp(
     ctl: &Control,
     actor: &Actor,
-    secret_and_code: Option<(&str, &str)>,
+    change: TotpChange<'_>,
 ) -> Result<(), ControlError> {
-    let secret = match secret_and_code {
-        Some((secret, code)) => {
+    let mut tx = ctl.store.begin().await?;
+    let current: Option<String> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = ?")
+        .bind(actor.user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let (secret, step) = match change {
+        TotpChange::On { secret, code } => {
+            if current.is_some() {
+                return Err(ControlError::Conflict {
+                    field: "secret",
+                    message:
+                        "two-factor sign-in is on already; turn it off first, with a current code"
+                            .into(),
+                });
+            }
             if !totp::is_secret(secret) {
                 return Err(ControlError::invalid(
                     "secret",
                     "is not a secret lodge made",
                 ));
             }
-            if !totp::verify(secret, code) {
-                return Err(ControlError::invalid(
-                    "code",
-                    "does not match; check the time on your device",
-                ));
-            }
-            Some(secret.to_owned())
+            let step = totp::verify(secret, code).ok_or_else(|| {
+                ControlError::invalid("code", "does not match; check the time on your device")
+            })?;
+            (Some(secret.to_owned()), step)
         }
-        None => None,
+        TotpChange::Off { code } => {
+            let Some(current) = current else {
+                return Err(ControlError::Conflict {
+                    field: "code",
+                    message: "two-factor sign-in is off".into(),
+                });
+            };
+            let step = totp::verify(&current, code)
+                .ok_or_else(|| ControlError::invalid("code", "is not the current code"))?;
+            (None, step)
+        }
     };
-    let mut tx = ctl.store.begin().await?;
+    // The code is used up, whichever way it went.
+    if !totp::accept(&mut *tx, actor.user_id, step).await? {
+        return Err(ControlError::invalid(
+            "code",
+            "was used already; wait for the next one",
+        ));
+    }
     sqlx::query("UPDATE users SET totp_secret = ?, updated_at = ? WHERE id = ?")
         .bind(&secret)
         .bind(now())

@@ -3,7 +3,7 @@
 use super::forms::{form_errors, CsrfForm, Errors};
 use super::{done, form_again, page, when, Chrome, DoneQuery, WebResult, WebUser};
 use crate::domain::Role;
-use crate::panel::auth::{session, totp};
+use crate::panel::auth::totp;
 use crate::panel::control::{audit, tenants, tokens, users, PageRequest};
 use crate::panel::AppState;
 use askama::Template;
@@ -207,10 +207,7 @@ async fn change_password(
         limits: None,
     };
     match users::update(&state.control, &user.actor, &user.actor.username, patch).await {
-        Ok(_) => {
-            session::delete_others(&state.control.store, user.user.id, Some(&user.cookie)).await?;
-            done("/account", "password")
-        }
+        Ok(_) => done("/account", "password"),
         Err(e) => {
             let (status, errors) = form_errors(e)?;
             form_again(status, account_page(&user, None, errors, None))
@@ -231,13 +228,11 @@ async fn enable_totp(
     user: WebUser,
     CsrfForm(form): CsrfForm<TotpForm>,
 ) -> WebResult {
-    match users::set_totp(
-        &state.control,
-        &user.actor,
-        Some((&form.secret, &form.code)),
-    )
-    .await
-    {
+    let change = users::TotpChange::On {
+        secret: &form.secret,
+        code: &form.code,
+    };
+    match users::set_totp(&state.control, &user.actor, change).await {
         Ok(()) => done("/account", "totp-on"),
         Err(e) => {
             let (status, errors) = form_errors(e)?;
@@ -254,25 +249,16 @@ async fn disable_totp(
     CsrfForm(form): CsrfForm<TotpForm>,
 ) -> WebResult {
     // Turning the second factor off takes a current code, so a stolen session alone cannot.
-    let valid = user
-        .user
-        .totp_secret
-        .as_deref()
-        .is_some_and(|s| totp::verify(s, &form.code));
-    if !valid {
-        let errors = Errors {
-            list: vec![crate::domain::FieldError::new(
-                "disable_code",
-                "is not the current code",
-            )],
-            general: None,
-        };
-        return form_again(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            account_page(&user, None, errors, None),
-        );
+    let change = users::TotpChange::Off { code: &form.code };
+    if let Err(e) = users::set_totp(&state.control, &user.actor, change).await {
+        let (status, mut errors) = form_errors(e)?;
+        for e in &mut errors.list {
+            if e.field == "code" {
+                e.field = "disable_code".into();
+            }
+        }
+        return form_again(status, account_page(&user, None, errors, None));
     }
-    users::set_totp(&state.control, &user.actor, None).await?;
     done("/account", "totp-off")
 }
 

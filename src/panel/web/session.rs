@@ -69,8 +69,10 @@ impl FromRequestParts<AppState> for WebUser {
             .await?
             .ok_or(WebError::SignIn)?;
         parts.extensions.insert(SessionCsrf(csrf.clone()));
+        let mut actor = actor_of(&user, source_address(parts));
+        actor.session = Some(crate::panel::auth::secret::digest(&value));
         Ok(WebUser {
-            actor: actor_of(&user, source_address(parts)),
+            actor,
             user,
             csrf,
             cookie: value,
