@@ -1,8 +1,8 @@
 //! A connection to a FastCGI server that runs one request at a time.
 //!
 //! One request at a time because php-fpm does not multiplex (a worker serves one request
-//! per connection); so every request uses id 1. The connection remembers whether it can
-//! carry another request, which is what a pool will need.
+//! per connection); so every request uses [`REQUEST_ID`]. The connection remembers whether
+//! it can carry another request, which is what a pool will need.
 
 use std::io;
 use std::path::Path;
@@ -10,11 +10,9 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::record::{self, EndRequest, ProtocolStatus, RecordType};
-use super::{FcgiError, Request, Response};
-
-/// The request id we use: any non-zero id would do with one request per connection.
-const REQUEST_ID: u16 = 1;
+use super::reader::{Event, Records};
+use super::record::{self, ProtocolStatus, RecordType, REQUEST_ID};
+use super::{FcgiError, Params, Request, Response};
 
 /// How much of a response is held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,36 +108,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         } else {
             0
         };
-        // Params are small; stdin costs at most 16 bytes of header and padding per record.
+        let mut params =
+            Params::with_capacity(req.params.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
+        for (name, value) in &req.params {
+            params.add(name, value);
+        }
+        // Stdin costs at most 16 bytes of header and padding per record.
         let records = req.stdin.len() / record::MAX_RECORD_CONTENT + 2;
         let mut out = Vec::with_capacity(4096 + req.stdin.len() + records * 16);
         record::write_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, flags);
-        record::write_params(&mut out, REQUEST_ID, &req.params)?;
+        params.write(&mut out)?;
         record::write_stream(&mut out, RecordType::Stdin, REQUEST_ID, &req.stdin);
 
         // Write and read at once: a script may answer before it reads its whole body, and
         // if both sides wait for the other to drain a full socket buffer, neither does.
-        let (mut rd, mut wr) = tokio::io::split(&mut self.stream);
-        let write = async move {
-            wr.write_all(&out).await?;
-            wr.flush().await
-        };
-        let read = read_response(&mut rd, self.limits);
-        tokio::pin!(write, read);
+        let (rd, mut wr) = tokio::io::split(&mut self.stream);
+        let mut records = Records::new(rd);
         let mut written: Option<io::Result<()>> = None;
-        let raw = loop {
-            tokio::select! {
-                // Write first, so a write that finished by the time the response did is
-                // counted as finished.
-                biased;
-                res = &mut write, if written.is_none() => written = Some(res),
-                res = &mut read => break res?,
+        let raw = {
+            let write = async move {
+                wr.write_all(&out).await?;
+                wr.flush().await
+            };
+            let read = read_response(&mut records, self.limits);
+            tokio::pin!(write, read);
+            loop {
+                tokio::select! {
+                    // Write first, so a write that finished by the time the response did is
+                    // counted as finished.
+                    biased;
+                    res = &mut write, if written.is_none() => written = Some(res),
+                    res = &mut read => break res?,
+                }
             }
         };
 
         // A server may end a request without reading all of stdin (the spec allows it);
-        // the response stands, but unread stdin would be taken for the next request.
-        self.reusable = self.keep_conn && matches!(written, Some(Ok(())));
+        // the response stands, but unread stdin would be taken for the next request, as
+        // would anything the server sent after its answer.
+        self.reusable = self.keep_conn && matches!(written, Some(Ok(()))) && records.is_drained();
         Response::from_cgi(raw.stdout, raw.stderr, raw.app_status)
     }
 }
@@ -150,52 +157,31 @@ struct RawResponse {
     app_status: u32,
 }
 
-/// Reads records until `FCGI_END_REQUEST`, gathering stdout and stderr.
+/// Reads records until `FCGI_END_REQUEST`, gathering stdout and stderr. A connection closed
+/// before any record came is [`FcgiError::Closed`]: the server (a kept connection it had
+/// finished with, at pm.max_requests) did not take the request.
 async fn read_response<R: AsyncRead + Unpin>(
-    r: &mut R,
+    r: &mut Records<R>,
     limits: Limits,
 ) -> Result<RawResponse, FcgiError> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    let mut scratch = Vec::new();
-    let mut first = true;
     loop {
-        let header = match record::read_header(r).await {
-            // Nothing at all came back: the server closed the connection (a kept one it had
-            // finished with, at pm.max_requests) without taking the request.
-            Err(FcgiError::Protocol(m)) if first && m == record::EOF_MESSAGE => {
-                return Err(FcgiError::Closed)
-            }
-            other => other?,
-        };
-        first = false;
-        if header.request_id != REQUEST_ID {
-            return Err(FcgiError::Protocol(format!(
-                "{:?} record for request {}, expected {REQUEST_ID}",
-                header.record_type, header.request_id
-            )));
-        }
-        let len = usize::from(header.content_length);
-        match header.record_type {
-            RecordType::Stdout => {
-                // Checked before reading, so the limit bounds memory, not just the result.
-                if stdout.len() + len > limits.max_stdout {
+        match r.event().await? {
+            Event::Stdout(data) => {
+                // Memory stays bounded by the limit and one record.
+                if stdout.len() + data.len() > limits.max_stdout {
                     return Err(FcgiError::TooLarge {
                         limit: limits.max_stdout,
                     });
                 }
-                record::read_content(r, &header, &mut stdout).await?;
+                stdout.extend_from_slice(&data);
             }
-            RecordType::Stderr => {
-                scratch.clear();
-                record::read_content(r, &header, &mut scratch).await?;
+            Event::Stderr(data) => {
                 let room = limits.max_stderr.saturating_sub(stderr.len());
-                stderr.extend_from_slice(&scratch[..len.min(room)]);
+                stderr.extend_from_slice(&data[..data.len().min(room)]);
             }
-            RecordType::EndRequest => {
-                scratch.clear();
-                record::read_content(r, &header, &mut scratch).await?;
-                let end = EndRequest::decode(&scratch)?;
+            Event::End(end) => {
                 if end.protocol_status != ProtocolStatus::RequestComplete {
                     return Err(FcgiError::Refused(end.protocol_status));
                 }
@@ -205,11 +191,6 @@ async fn read_response<R: AsyncRead + Unpin>(
                     app_status: end.app_status,
                 });
             }
-            other => {
-                return Err(FcgiError::Protocol(format!(
-                    "unexpected {other:?} record from the server"
-                )))
-            }
         }
     }
 }
@@ -217,55 +198,18 @@ async fn read_response<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastcgi::record::{decode_name_values, read_record, write_record, Header};
+    use crate::fastcgi::record::{write_record, Header};
+    use crate::fastcgi::testing::{self, Seen};
     use tokio::io::{duplex, AsyncReadExt, DuplexStream};
 
-    /// What a fake server saw of one request.
-    #[derive(Debug)]
-    struct Seen {
-        flags: u8,
-        params: Vec<record::Param>,
-        stdin: Vec<u8>,
-    }
-
-    /// Reads one request the way a FastCGI server would.
+    /// Reads one request the way a FastCGI server would. The client sends nothing past its
+    /// request before it has the answer, so nothing read ahead is lost.
     async fn read_request(s: &mut DuplexStream) -> Seen {
-        let (h, body) = read_record(s).await.unwrap();
-        assert_eq!(h.record_type, RecordType::BeginRequest);
-        assert_eq!(h.request_id, REQUEST_ID);
-        assert_eq!(&body[..2], &record::ROLE_RESPONDER.to_be_bytes());
-        let flags = body[2];
-        let mut params = Vec::new();
-        loop {
-            let (h, c) = read_record(s).await.unwrap();
-            assert_eq!(h.record_type, RecordType::Params);
-            if c.is_empty() {
-                break;
-            }
-            params.extend(decode_name_values(&c).unwrap());
-        }
-        let mut stdin = Vec::new();
-        loop {
-            let (h, c) = read_record(s).await.unwrap();
-            assert_eq!(h.record_type, RecordType::Stdin);
-            if c.is_empty() {
-                break;
-            }
-            stdin.extend(c);
-        }
-        Seen {
-            flags,
-            params,
-            stdin,
-        }
+        testing::read_request(&mut Records::new(s)).await.unwrap()
     }
 
     fn end_request(buf: &mut Vec<u8>, status: ProtocolStatus) {
-        let end = EndRequest {
-            app_status: 3,
-            protocol_status: status,
-        };
-        write_record(buf, RecordType::EndRequest, REQUEST_ID, &end.encode());
+        testing::end_request(buf, 3, status);
     }
 
     /// Sends `wire` in small pieces so the client sees records split across reads.

@@ -2,8 +2,11 @@
 //!
 //! The agent uses it to health-check each tenant's pool ([`ping`], [`status`]) and tests use
 //! it to run PHP as a tenant ([`request`]). It is built in layers; the proxy's pooled,
-//! streaming client (`proxy::php`, `proxy::exchange`) is built on the same pieces:
-//! - [`record`]: the wire format, as plain encode/decode functions;
+//! streaming client (`proxy::php`) is built on the same pieces, so the protocol is written
+//! once:
+//! - [`record`]: the wire format of records, as plain encode/decode functions;
+//! - [`Params`]: the `FCGI_PARAMS` stream, encoded as variables are added;
+//! - [`Records`]: records read from a stream out of one buffer, without a copy;
 //! - [`Request`] / [`Response`]: CGI variables in, a parsed CGI response out;
 //! - [`Connection`]: one request at a time on one stream, knowing whether it may be reused;
 //! - [`request`], [`ping`], [`status`]: one connection per call, all under one timeout.
@@ -14,14 +17,20 @@
 mod cgi;
 mod client;
 mod health;
+mod params;
+mod reader;
 pub mod record;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cgi::{Request, Response};
+pub use cgi::{Param, Request, Response};
 pub use client::{Connection, Limits};
 pub use health::{ping, status, PoolStatus};
+pub use params::Params;
+pub use reader::{Event, Record, Records};
 pub use record::ProtocolStatus;
 
 #[derive(Debug, thiserror::Error)]

@@ -94,11 +94,10 @@ pub fn self_signed(names: &[String]) -> anyhow::Result<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// The form host names are compared in: ASCII lowercase (DNS names are case-insensitive, and
-/// SNI carries A-labels, so ASCII is all there is) without a trailing dot (`a.example.` and
-/// `a.example` are the same name; SNI never carries the dot, a Host header might).
+/// The form host names are kept in ([`super::host::normalize`]: `a.example.` and
+/// `A.example` are `a.example`; SNI never carries the dot, a Host header might).
 fn normalize_name(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+    super::host::normalize(name).into_owned()
 }
 
 /// The certificates the proxy serves: host name (exact, normalized as by `normalize_name`) →
@@ -190,7 +189,7 @@ impl CertStore {
 
     /// The certificate for `name` (compared case-insensitively, trailing dot ignored), if any.
     pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.by_name.get(&normalize_name(name)).cloned()
+        self.by_name.get(&*super::host::normalize(name)).cloned()
     }
 
     /// The names this store has certificates for (normalized), in no particular order.
@@ -524,27 +523,8 @@ pub fn sni_matches_host(sni: Option<&str>, host: &str) -> bool {
     let Some(sni) = sni else {
         return true;
     };
-    let host = strip_port(host);
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let sni = sni.strip_suffix('.').unwrap_or(sni);
-    !host.is_empty() && host.eq_ignore_ascii_case(sni)
-}
-
-/// `host[:port]` → `host`. A bracketed IPv6 literal keeps its brackets (it can never equal an
-/// SNI name, which is never an IP address, so the exact form doesn't matter). Only a port
-/// that is all digits (possibly empty, as RFC 3986 allows) is stripped, so `a:b` is compared
-/// whole and doesn't match.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
+    let host = super::host::strip_port(host);
+    !host.is_empty() && super::host::same_name(host, sni)
 }
 
 #[cfg(test)]
