@@ -1,6 +1,6 @@
 //! What in-process tests of the proxy share: a site in a temp dir and a route table for it,
-//! and requests sent through [`server::handle`] over a real HTTP/1.1 connection (hyper on
-//! one end, raw bytes on the other).
+//! a php-fpm pool started for the test, and requests sent through [`server::handle`] over a
+//! real HTTP/1.1 connection (hyper on one end, raw bytes on the other).
 
 use super::h1::ReqBody;
 use super::metrics::Metrics;
@@ -9,10 +9,11 @@ use super::server::{self, Conn, Shared};
 use crate::contract::routes::{RouteEntry, Snapshot};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The domain every test site answers to (and `www.` of it).
@@ -217,5 +218,95 @@ fn parse_reply(raw: &[u8]) -> Reply {
         status: status.parse().unwrap(),
         headers,
         body,
+    }
+}
+
+const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
+
+/// A php-fpm master for a site's pool (two static workers on [`Site::socket`]), stopped on
+/// drop. Its workers run as the current user, or as nobody when that is root.
+pub struct Fpm {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Fpm {
+    /// Starts php-fpm, or returns `None` (after saying SKIPPED) where it is not installed.
+    pub fn start(site: &Site, test: &str) -> Option<Fpm> {
+        if !Path::new(PHP_FPM).exists() {
+            eprintln!("SKIPPED {test}: {PHP_FPM} not found (apt-get install php8.2-fpm)");
+            return None;
+        }
+        let root = nix::unistd::geteuid().is_root();
+        let dir = site.base.join("fpm");
+        fs::create_dir_all(&dir).unwrap();
+        let mut conf = format!(
+            "[global]\n\
+             pid = {dir}/fpm.pid\n\
+             error_log = {dir}/fpm.log\n\
+             daemonize = no\n\
+             \n\
+             [site]\n\
+             listen = {socket}\n\
+             pm = static\n\
+             pm.max_children = 2\n",
+            dir = dir.display(),
+            socket = site.socket().display(),
+        );
+        if root {
+            conf.push_str(
+                "user = nobody\ngroup = nogroup\nlisten.owner = root\nlisten.group = root\n",
+            );
+        }
+        let conf_path = dir.join("fpm.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let out = fs::File::create(dir.join("fpm.out")).unwrap();
+        let mut cmd = Command::new(PHP_FPM);
+        cmd.arg("-F").arg("-y").arg(&conf_path);
+        if root {
+            cmd.arg("-R");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut fpm = Fpm { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(site.socket()).is_err() {
+            if let Some(status) = fpm.child.try_wait().unwrap() {
+                panic!("php-fpm exited with {status}:\n{}", fpm.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "php-fpm did not listen:\n{}",
+                fpm.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(fpm)
+    }
+
+    fn logs(&self) -> String {
+        let read = |name| fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!("{}{}", read("fpm.out"), read("fpm.log"))
+    }
+}
+
+impl Drop for Fpm {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -76,3 +76,87 @@ pub async fn serve(
         Err(e) => response::error_page(&e, &route.tenant),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::proxy::testing::{conn, get, send, Fpm, Site, DOMAIN};
+    use serde_json::Value;
+
+    /// Prints what PHP finds in `$_SERVER` of the variables nginx always sets, `null` for
+    /// one that is not there at all.
+    const ENV_PHP: &str = r#"<?php
+header('Content-Type: application/json');
+$out = [];
+foreach (['PATH_INFO', 'CONTENT_TYPE', 'CONTENT_LENGTH', 'SCRIPT_NAME', 'REQUEST_METHOD',
+          'QUERY_STRING', 'SERVER_NAME', 'HTTP_HOST', 'HTTPS', 'REQUEST_SCHEME'] as $k) {
+    $out[$k] = array_key_exists($k, $_SERVER) ? $_SERVER[$k] : null;
+}
+$out['input'] = file_get_contents('php://input');
+echo json_encode($out);
+"#;
+
+    #[tokio::test]
+    async fn php_fpm_sees_the_variables_of_nginx_fastcgi_params() {
+        let site = Site::new("php-env");
+        site.write("env.php", ENV_PHP);
+        let Some(_fpm) = Fpm::start(&site, "php_fpm_sees_the_variables_of_nginx_fastcgi_params")
+        else {
+            return;
+        };
+        let shared = Site::shared(site.entry());
+        let json = |body: &[u8]| -> Value { serde_json::from_slice(body).unwrap() };
+
+        let r = get(
+            shared.clone(),
+            conn(false, None),
+            "A.Example:80",
+            "/env.php?q=1",
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = json(&r.body);
+        assert_eq!(v["PATH_INFO"], "", "{v}");
+        assert_eq!(v["CONTENT_TYPE"], "", "{v}");
+        assert_eq!(v["CONTENT_LENGTH"], "", "{v}");
+        assert_eq!(v["REQUEST_METHOD"], "GET");
+        assert_eq!(v["QUERY_STRING"], "q=1");
+        assert_eq!(v["SCRIPT_NAME"], "/env.php");
+        assert_eq!(v["SERVER_NAME"], DOMAIN);
+        assert_eq!(v["HTTP_HOST"], DOMAIN);
+        assert_eq!(
+            v["HTTPS"],
+            Value::Null,
+            "set only over TLS, as nginx's if_not_empty"
+        );
+        assert_eq!(v["REQUEST_SCHEME"], "http");
+
+        let r = get(
+            shared.clone(),
+            conn(false, None),
+            DOMAIN,
+            "/env.php/users/1",
+        )
+        .await;
+        assert_eq!(json(&r.body)["PATH_INFO"], "/users/1");
+
+        let post = format!(
+            "POST /env.php HTTP/1.1\r\nHost: {DOMAIN}\r\nContent-Type: text/plain\r\n\
+             Content-Length: 5\r\nConnection: close\r\n\r\nhello"
+        );
+        let r = send(shared.clone(), conn(true, Some(DOMAIN)), post.as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = json(&r.body);
+        assert_eq!(
+            (&v["CONTENT_TYPE"], &v["CONTENT_LENGTH"], &v["input"]),
+            (
+                &Value::from("text/plain"),
+                &Value::from("5"),
+                &Value::from("hello")
+            )
+        );
+        assert_eq!(
+            (&v["HTTPS"], &v["REQUEST_SCHEME"]),
+            (&Value::from("on"), &Value::from("https"))
+        );
+    }
+}

@@ -1,5 +1,7 @@
 //! The CGI variables of a request, as nginx's `fastcgi_params` (with the `fastcgi-php.conf`
-//! snippet's `fastcgi_split_path_info`) gives them to a script.
+//! snippet's `fastcgi_split_path_info` and `PATH_INFO`) gives them to a script, so code
+//! written for nginx finds what it expects: `PATH_INFO`, `CONTENT_TYPE` and
+//! `CONTENT_LENGTH` are always set, empty when there is nothing to say.
 
 use super::Call;
 use crate::fastcgi::Params;
@@ -106,21 +108,20 @@ pub fn build(parts: &Parts, conn: &Conn, call: &Call<'_>, content_length: Option
     p.add("SERVER_PORT", &addrs.server_port);
     p.add("SERVER_NAME", call.host);
     p.add("REDIRECT_STATUS", "200");
+    p.add("PATH_INFO", path_info);
     if !path_info.is_empty() {
-        p.add("PATH_INFO", path_info);
         p.add_joined("PATH_TRANSLATED", &[docroot, path_info], b"");
     }
+    let content_type = parts.headers.get(header::CONTENT_TYPE);
+    p.add(
+        "CONTENT_TYPE",
+        content_type.map_or(&b""[..], HeaderValue::as_bytes),
+    );
+    // A method that carries a body says 0 when it came without one, as it always has here.
     let carries_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-    if content_length.is_some() || carries_body {
-        let content_type = parts.headers.get(header::CONTENT_TYPE);
-        p.add(
-            "CONTENT_TYPE",
-            content_type.map_or(&b""[..], HeaderValue::as_bytes),
-        );
-        p.add(
-            "CONTENT_LENGTH",
-            Decimal::new(content_length.unwrap_or(0)).as_bytes(),
-        );
+    match content_length.or(carries_body.then_some(0)) {
+        Some(n) => p.add("CONTENT_LENGTH", Decimal::new(n).as_bytes()),
+        None => p.add("CONTENT_LENGTH", ""),
     }
     p.add("HTTP_HOST", call.host);
     for name in parts.headers.keys() {
@@ -202,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn the_variables_of_a_get() {
+    fn a_get_has_the_set_of_nginx_fastcgi_params() {
         let site = Site::new("params-get");
         let route = site.route();
         let call = Call {
@@ -241,6 +242,9 @@ mod tests {
             ("SERVER_PORT", "80".into()),
             ("SERVER_NAME", "a.example".into()),
             ("REDIRECT_STATUS", "200".into()),
+            ("PATH_INFO", "".into()),
+            ("CONTENT_TYPE", "".into()),
+            ("CONTENT_LENGTH", "".into()),
             ("HTTP_HOST", "a.example".into()),
             ("HTTP_ACCEPT_LANGUAGE", "en, fr".into()),
             ("HTTP_COOKIE", "a=1; b=2".into()),
