@@ -253,7 +253,7 @@ fn choose<'a>(root: BorrowedFd<'_>, route: &'a Route, path: &'a str) -> Handler<
     if !route.php {
         return Handler::Static;
     }
-    let lookup = |script: &str| static_files::open_beneath_cached(root, route.id, script);
+    let lookup = |script: &str| static_files::open_beneath(root, route.id, script);
     if let Some((script, path_info)) = split_script(path) {
         return match lookup(script) {
             Lookup::File(_) => Handler::Php(script.into(), path_info),
@@ -292,7 +292,7 @@ fn serve_static(
         .sendfile
         .as_ref()
         .filter(|_| req.version() <= hyper::Version::HTTP_11);
-    static_files::serve_cached(
+    static_files::serve(
         root,
         route.id,
         &request,
