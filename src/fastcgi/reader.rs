@@ -48,7 +48,7 @@ impl<R: AsyncRead + Unpin> Records<R> {
     }
 
     /// A whole record already in the buffer, if one is there, without reading.
-    pub fn buffered(&mut self) -> Result<Option<Record>, FcgiError> {
+    fn buffered(&mut self) -> Result<Option<Record>, FcgiError> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
@@ -67,7 +67,7 @@ impl<R: AsyncRead + Unpin> Records<R> {
 
     /// The next record, reading as needed. The stream ending before it is
     /// [`FcgiError::Closed`] if nothing at all came, else a protocol error.
-    pub fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<Result<Record, FcgiError>> {
+    fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<Result<Record, FcgiError>> {
         loop {
             if let Some(record) = self.buffered()? {
                 return Poll::Ready(Ok(record));
@@ -91,7 +91,9 @@ impl<R: AsyncRead + Unpin> Records<R> {
         }
     }
 
-    pub async fn record(&mut self) -> Result<Record, FcgiError> {
+    /// The next record of any kind (tests read requests with it, as a server would).
+    #[cfg(test)]
+    pub(crate) async fn record(&mut self) -> Result<Record, FcgiError> {
         std::future::poll_fn(|cx| self.poll_record(cx)).await
     }
 

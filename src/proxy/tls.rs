@@ -121,11 +121,6 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    /// A store with no certificates: every handshake fails until one is loaded.
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
     /// Builds a store from the routes snapshot's entries: `(host names, certificate chain PEM
     /// file, private key PEM file)`.
     ///
@@ -175,6 +170,25 @@ impl CertStore {
         (store, errors)
     }
 
+    /// The certificate for `name` (compared case-insensitively, trailing dot ignored), if any.
+    pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_name.get(&*super::host::normalize(name)).cloned()
+    }
+
+    /// The names this store has certificates for (normalized), in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// Stores built by hand, and their size, for tests.
+#[cfg(test)]
+impl CertStore {
+    /// A store with no certificates: every handshake fails until one is loaded.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
     /// A store serving one certificate (PEM chain and key) for one name. Meant for tests and
     /// tools; the proxy uses [`CertStore::load`].
     pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<CertStore> {
@@ -185,16 +199,6 @@ impl CertStore {
         Ok(CertStore {
             by_name: Arc::new(by_name),
         })
-    }
-
-    /// The certificate for `name` (compared case-insensitively, trailing dot ignored), if any.
-    pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.by_name.get(&*super::host::normalize(name)).cloned()
-    }
-
-    /// The names this store has certificates for (normalized), in no particular order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
     }
 
     /// How many names have a certificate.

@@ -159,4 +159,24 @@ echo json_encode($out);
             (&Value::from("on"), &Value::from("https"))
         );
     }
+
+    #[tokio::test]
+    async fn a_kept_connection_reaches_the_same_worker_again() {
+        let site = Site::new("php-keep");
+        site.write("pid.php", "<?php echo getmypid();");
+        let Some(_fpm) = Fpm::start(&site, "a_kept_connection_reaches_the_same_worker_again")
+        else {
+            return;
+        };
+        let shared = Site::shared(site.entry());
+        let mut pids = Vec::new();
+        for _ in 0..3 {
+            let r = get(shared.clone(), conn(false, None), DOMAIN, "/pid.php").await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            pids.push(r.text());
+        }
+        // php-fpm kept the connection (FCGI_KEEP_CONN), and the pool used it again: one of
+        // the two workers served every request.
+        assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
+    }
 }
