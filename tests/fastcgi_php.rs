@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lodge::fastcgi::{self, Connection, FcgiError, Request};
+use lodge::fastcgi::{self, FcgiError, Request};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{geteuid, Pid, User};
-use tokio::io::AsyncReadExt;
 
 const PHP_FPM: &str = "/usr/sbin/php-fpm8.2";
 const POOL: &str = "lodge-test";
@@ -300,40 +299,6 @@ async fn missing_script_is_404() {
     assert_eq!(resp.body, b"File not found.\n");
     let stderr = String::from_utf8_lossy(&resp.stderr);
     assert!(stderr.contains("Primary script unknown"), "{stderr}");
-}
-
-#[tokio::test]
-async fn keep_conn_and_close() {
-    let Some(fpm) = Fpm::start("keep_conn") else {
-        return;
-    };
-    let script = fpm.script("pid.php", "<?php echo getmypid();");
-    let req = Request::get(&script, "/pid.php", "");
-
-    // With FCGI_KEEP_CONN, one worker serves request after request on the connection.
-    let mut conn = Connection::connect(&fpm.socket)
-        .await
-        .unwrap()
-        .keep_conn(true);
-    let first = conn.run(&req).await.unwrap();
-    assert!(conn.is_reusable());
-    let second = conn.run(&req).await.unwrap();
-    assert!(conn.is_reusable());
-    assert_eq!(first.body, second.body, "same worker");
-
-    // Without it, php-fpm closes the connection right after FCGI_END_REQUEST.
-    let mut once = Connection::connect(&fpm.socket).await.unwrap();
-    once.run(&req).await.unwrap();
-    assert!(!once.is_reusable());
-    assert!(matches!(once.run(&req).await, Err(FcgiError::Closed)));
-    let mut stream = once.into_inner();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
-        .await
-        .expect("php-fpm closes the connection")
-        .unwrap();
-    assert_eq!(n, 0, "EOF after the request");
-    drop(conn);
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! What travels inside FastCGI: CGI/1.1 variables going in, a CGI response coming out.
 
-use super::record::Param;
 use super::FcgiError;
+
+/// A name-value pair, e.g. a CGI variable. Bytes, not strings: CGI variables carry raw
+/// HTTP bytes.
+pub type Param = (Vec<u8>, Vec<u8>);
 
 /// One request for the Responder role: CGI variables (`FCGI_PARAMS`) and a body (`FCGI_STDIN`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

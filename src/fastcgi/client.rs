@@ -1,20 +1,15 @@
-//! A connection to a FastCGI server that runs one request at a time.
-//!
-//! One request at a time because php-fpm does not multiplex (a worker serves one request
-//! per connection); so every request uses id 1. The connection remembers whether it can
-//! carry another request, which is what a pool will need.
+//! A connection to a FastCGI server that runs one request, with the id [`REQUEST_ID`]
+//! (php-fpm does not multiplex). The proxy keeps connections alive in its own pool
+//! (`proxy::php`); this client is for one-off requests: health checks and tests.
 
-use std::io;
 use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::record::{self, EndRequest, ProtocolStatus, RecordType};
-use super::{FcgiError, Request, Response};
-
-/// The request id we use: any non-zero id would do with one request per connection.
-const REQUEST_ID: u16 = 1;
+use super::reader::{Event, Records};
+use super::record::{self, ProtocolStatus, RecordType, REQUEST_ID};
+use super::{FcgiError, Params, Request, Response};
 
 /// How much of a response is held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,23 +30,17 @@ impl Default for Limits {
     }
 }
 
-/// A FastCGI connection. Generic over the stream so tests can use in-memory pipes;
-/// the real thing is a unix socket to php-fpm.
+/// A connection to a FastCGI server for one request. Generic over the stream so tests can
+/// use in-memory pipes; the real thing is a unix socket to php-fpm.
 #[derive(Debug)]
-pub struct Connection<S = UnixStream> {
+pub(super) struct Connection<S = UnixStream> {
     stream: S,
-    keep_conn: bool,
     limits: Limits,
-    /// True while the stream sits between requests with the server listening for the next
-    /// one. Cleared when a request starts and set again only when it ends cleanly with
-    /// `FCGI_KEEP_CONN`, so a request abandoned half-way (timeout, error, future dropped)
-    /// can never be followed by another on a stream in an unknown state.
-    reusable: bool,
 }
 
 impl Connection<UnixStream> {
     /// Connects to a server's unix socket.
-    pub async fn connect(socket: &Path) -> Result<Self, FcgiError> {
+    pub(super) async fn connect(socket: &Path) -> Result<Self, FcgiError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| FcgiError::Connect {
@@ -63,83 +52,53 @@ impl Connection<UnixStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    /// Wraps a connected stream. By default the server is asked to close the connection
-    /// after each request and responses are bounded by [`Limits::default`].
-    pub fn new(stream: S) -> Self {
+    /// Wraps a connected stream; responses are bounded by [`Limits::default`].
+    pub(super) fn new(stream: S) -> Self {
         Self {
             stream,
-            keep_conn: false,
             limits: Limits::default(),
-            reusable: true,
         }
     }
 
-    /// Asks the server to keep the connection open after each request (`FCGI_KEEP_CONN`).
-    /// With php-fpm this ties up a worker process for as long as the connection stays open.
-    pub fn keep_conn(mut self, keep: bool) -> Self {
-        self.keep_conn = keep;
-        self
-    }
-
-    pub fn limits(mut self, limits: Limits) -> Self {
+    #[cfg(test)]
+    fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
-    /// Whether another request may be sent: the last one ended cleanly and the server was
-    /// asked to keep the connection. (It may still have closed it since, e.g. a worker
-    /// that reached `pm.max_requests`; a pool must be ready to retry on a fresh one.)
-    pub fn is_reusable(&self) -> bool {
-        self.reusable
-    }
-
-    /// The stream, e.g. to see that the server closed it.
-    pub fn into_inner(self) -> S {
-        self.stream
-    }
-
-    /// Runs one request to completion. It has no timeout of its own: wrap it in one.
-    pub async fn run(&mut self, req: &Request) -> Result<Response, FcgiError> {
-        if !self.reusable {
-            return Err(FcgiError::Closed);
+    /// Runs the request to completion, asking the server to close the connection after it
+    /// (no `FCGI_KEEP_CONN`). It has no timeout of its own: wrap it in one.
+    pub(super) async fn run(mut self, req: &Request) -> Result<Response, FcgiError> {
+        let mut params =
+            Params::with_capacity(req.params.iter().map(|(n, v)| n.len() + v.len() + 8).sum());
+        for (name, value) in &req.params {
+            params.add(name, value);
         }
-        self.reusable = false;
-
-        let flags = if self.keep_conn {
-            record::FLAG_KEEP_CONN
-        } else {
-            0
-        };
-        // Params are small; stdin costs at most 16 bytes of header and padding per record.
+        // Stdin costs at most 16 bytes of header and padding per record.
         let records = req.stdin.len() / record::MAX_RECORD_CONTENT + 2;
         let mut out = Vec::with_capacity(4096 + req.stdin.len() + records * 16);
-        record::write_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, flags);
-        record::write_params(&mut out, REQUEST_ID, &req.params)?;
+        record::write_begin_request(&mut out, REQUEST_ID, record::ROLE_RESPONDER, 0);
+        params.write(&mut out)?;
         record::write_stream(&mut out, RecordType::Stdin, REQUEST_ID, &req.stdin);
 
         // Write and read at once: a script may answer before it reads its whole body, and
         // if both sides wait for the other to drain a full socket buffer, neither does.
-        let (mut rd, mut wr) = tokio::io::split(&mut self.stream);
+        let (rd, mut wr) = tokio::io::split(&mut self.stream);
         let write = async move {
             wr.write_all(&out).await?;
             wr.flush().await
         };
-        let read = read_response(&mut rd, self.limits);
+        let read = read_response(Records::new(rd), self.limits);
         tokio::pin!(write, read);
-        let mut written: Option<io::Result<()>> = None;
+        let mut writing = true;
         let raw = loop {
             tokio::select! {
-                // Write first, so a write that finished by the time the response did is
-                // counted as finished.
-                biased;
-                res = &mut write, if written.is_none() => written = Some(res),
+                // A failed write shows in the read. A server may answer without reading all
+                // of stdin (the spec allows it): the answer stands.
+                _ = &mut write, if writing => writing = false,
                 res = &mut read => break res?,
             }
         };
-
-        // A server may end a request without reading all of stdin (the spec allows it);
-        // the response stands, but unread stdin would be taken for the next request.
-        self.reusable = self.keep_conn && matches!(written, Some(Ok(())));
         Response::from_cgi(raw.stdout, raw.stderr, raw.app_status)
     }
 }
@@ -150,52 +109,31 @@ struct RawResponse {
     app_status: u32,
 }
 
-/// Reads records until `FCGI_END_REQUEST`, gathering stdout and stderr.
+/// Reads records until `FCGI_END_REQUEST`, gathering stdout and stderr. A connection closed
+/// before any record came is [`FcgiError::Closed`]: the server (a kept connection it had
+/// finished with, at pm.max_requests) did not take the request.
 async fn read_response<R: AsyncRead + Unpin>(
-    r: &mut R,
+    mut r: Records<R>,
     limits: Limits,
 ) -> Result<RawResponse, FcgiError> {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    let mut scratch = Vec::new();
-    let mut first = true;
     loop {
-        let header = match record::read_header(r).await {
-            // Nothing at all came back: the server closed the connection (a kept one it had
-            // finished with, at pm.max_requests) without taking the request.
-            Err(FcgiError::Protocol(m)) if first && m == record::EOF_MESSAGE => {
-                return Err(FcgiError::Closed)
-            }
-            other => other?,
-        };
-        first = false;
-        if header.request_id != REQUEST_ID {
-            return Err(FcgiError::Protocol(format!(
-                "{:?} record for request {}, expected {REQUEST_ID}",
-                header.record_type, header.request_id
-            )));
-        }
-        let len = usize::from(header.content_length);
-        match header.record_type {
-            RecordType::Stdout => {
-                // Checked before reading, so the limit bounds memory, not just the result.
-                if stdout.len() + len > limits.max_stdout {
+        match r.event().await? {
+            Event::Stdout(data) => {
+                // Memory stays bounded by the limit and one record.
+                if stdout.len() + data.len() > limits.max_stdout {
                     return Err(FcgiError::TooLarge {
                         limit: limits.max_stdout,
                     });
                 }
-                record::read_content(r, &header, &mut stdout).await?;
+                stdout.extend_from_slice(&data);
             }
-            RecordType::Stderr => {
-                scratch.clear();
-                record::read_content(r, &header, &mut scratch).await?;
+            Event::Stderr(data) => {
                 let room = limits.max_stderr.saturating_sub(stderr.len());
-                stderr.extend_from_slice(&scratch[..len.min(room)]);
+                stderr.extend_from_slice(&data[..data.len().min(room)]);
             }
-            RecordType::EndRequest => {
-                scratch.clear();
-                record::read_content(r, &header, &mut scratch).await?;
-                let end = EndRequest::decode(&scratch)?;
+            Event::End(end) => {
                 if end.protocol_status != ProtocolStatus::RequestComplete {
                     return Err(FcgiError::Refused(end.protocol_status));
                 }
@@ -205,11 +143,6 @@ async fn read_response<R: AsyncRead + Unpin>(
                     app_status: end.app_status,
                 });
             }
-            other => {
-                return Err(FcgiError::Protocol(format!(
-                    "unexpected {other:?} record from the server"
-                )))
-            }
         }
     }
 }
@@ -217,55 +150,18 @@ async fn read_response<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastcgi::record::{decode_name_values, read_record, write_record, Header};
+    use crate::fastcgi::record::{write_record, Header};
+    use crate::fastcgi::testing::{self, Seen};
     use tokio::io::{duplex, AsyncReadExt, DuplexStream};
 
-    /// What a fake server saw of one request.
-    #[derive(Debug)]
-    struct Seen {
-        flags: u8,
-        params: Vec<record::Param>,
-        stdin: Vec<u8>,
-    }
-
-    /// Reads one request the way a FastCGI server would.
+    /// Reads one request the way a FastCGI server would. The client sends nothing past its
+    /// request before it has the answer, so nothing read ahead is lost.
     async fn read_request(s: &mut DuplexStream) -> Seen {
-        let (h, body) = read_record(s).await.unwrap();
-        assert_eq!(h.record_type, RecordType::BeginRequest);
-        assert_eq!(h.request_id, REQUEST_ID);
-        assert_eq!(&body[..2], &record::ROLE_RESPONDER.to_be_bytes());
-        let flags = body[2];
-        let mut params = Vec::new();
-        loop {
-            let (h, c) = read_record(s).await.unwrap();
-            assert_eq!(h.record_type, RecordType::Params);
-            if c.is_empty() {
-                break;
-            }
-            params.extend(decode_name_values(&c).unwrap());
-        }
-        let mut stdin = Vec::new();
-        loop {
-            let (h, c) = read_record(s).await.unwrap();
-            assert_eq!(h.record_type, RecordType::Stdin);
-            if c.is_empty() {
-                break;
-            }
-            stdin.extend(c);
-        }
-        Seen {
-            flags,
-            params,
-            stdin,
-        }
+        testing::read_request(&mut Records::new(s)).await.unwrap()
     }
 
     fn end_request(buf: &mut Vec<u8>, status: ProtocolStatus) {
-        let end = EndRequest {
-            app_status: 3,
-            protocol_status: status,
-        };
-        write_record(buf, RecordType::EndRequest, REQUEST_ID, &end.encode());
+        testing::end_request(buf, 3, status);
     }
 
     /// Sends `wire` in small pieces so the client sees records split across reads.
@@ -303,8 +199,7 @@ mod tests {
         // A body bigger than the pipe's buffer: the server reads it while we write.
         let body: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let req = Request::post("/s.php", "/s.php", "application/octet-stream", body.clone());
-        let mut conn = Connection::new(client);
-        let resp = conn.run(&req).await.unwrap();
+        let resp = Connection::new(client).run(&req).await.unwrap();
         let seen = server.await.unwrap();
 
         assert_eq!(seen.flags, 0);
@@ -316,11 +211,6 @@ mod tests {
         assert_eq!(&resp.body[6..], &body[..]);
         assert_eq!(resp.stderr, b"warn");
         assert_eq!(resp.app_status, 3);
-        assert!(
-            !conn.is_reusable(),
-            "no FCGI_KEEP_CONN, so the server closes"
-        );
-        assert!(matches!(conn.run(&req).await, Err(FcgiError::Closed)));
     }
 
     #[tokio::test]
@@ -332,62 +222,35 @@ mod tests {
             read_request(&mut server).await;
             drop(server);
         });
-        let mut conn = Connection::new(client).keep_conn(true);
         let req = Request::get("/s.php", "/s.php", "");
-        let result = conn.run(&req).await;
+        let result = Connection::new(client).run(&req).await;
         server.await.unwrap();
         assert!(matches!(result, Err(FcgiError::Closed)), "{result:?}");
     }
 
-    #[tokio::test]
-    async fn keep_conn_allows_a_second_request() {
-        let (client, mut server) = duplex(1 << 16);
-        let server = tokio::spawn(async move {
-            for i in 0..2 {
-                let seen = read_request(&mut server).await;
-                assert_eq!(seen.flags, record::FLAG_KEEP_CONN);
-                let mut wire = Vec::new();
-                write_record(
-                    &mut wire,
-                    RecordType::Stdout,
-                    1,
-                    format!("\r\n{i}").as_bytes(),
-                );
-                end_request(&mut wire, ProtocolStatus::RequestComplete);
-                server.write_all(&wire).await.unwrap();
-            }
-        });
-        let mut conn = Connection::new(client).keep_conn(true);
-        let req = Request::get("/a", "/a", "");
-        assert_eq!(conn.run(&req).await.unwrap().body, b"0");
-        assert!(conn.is_reusable());
-        assert_eq!(conn.run(&req).await.unwrap().body, b"1");
-        server.await.unwrap();
-    }
-
     /// Runs a request against a server that answers with `wire` after reading the request.
-    async fn answer_with(wire: Vec<u8>, limits: Limits) -> (Result<Response, FcgiError>, bool) {
+    async fn answer_with(wire: Vec<u8>, limits: Limits) -> Result<Response, FcgiError> {
         let (client, mut server) = duplex(1 << 16);
         tokio::spawn(async move {
             read_request(&mut server).await;
             let _ = server.write_all(&wire).await;
             // Then hang up, as php-fpm does.
         });
-        let mut conn = Connection::new(client).keep_conn(true).limits(limits);
-        let res = conn.run(&Request::get("/a", "/a", "")).await;
-        (res, conn.is_reusable())
+        Connection::new(client)
+            .limits(limits)
+            .run(&Request::get("/a", "/a", ""))
+            .await
     }
 
     #[tokio::test]
     async fn refused_request() {
         let mut wire = Vec::new();
         end_request(&mut wire, ProtocolStatus::Overloaded);
-        let (res, reusable) = answer_with(wire, Limits::default()).await;
+        let res = answer_with(wire, Limits::default()).await;
         assert!(
             matches!(res, Err(FcgiError::Refused(ProtocolStatus::Overloaded))),
             "{res:?}"
         );
-        assert!(!reusable);
     }
 
     #[tokio::test]
@@ -400,12 +263,11 @@ mod tests {
             max_stdout: 15,
             ..Limits::default()
         };
-        let (res, reusable) = answer_with(wire, limits).await;
+        let res = answer_with(wire, limits).await;
         assert!(
             matches!(res, Err(FcgiError::TooLarge { limit: 15 })),
             "{res:?}"
         );
-        assert!(!reusable);
     }
 
     #[tokio::test]
@@ -419,18 +281,17 @@ mod tests {
             max_stderr: 12,
             ..Limits::default()
         };
-        let (res, reusable) = answer_with(wire, limits).await;
+        let res = answer_with(wire, limits).await;
         let resp = res.unwrap();
         assert_eq!(resp.stderr, b"0123456789ab");
         assert_eq!(resp.body, b"ok");
-        assert!(reusable);
     }
 
     #[tokio::test]
     async fn hang_up_before_end_request() {
         let mut wire = Vec::new();
         write_record(&mut wire, RecordType::Stdout, 1, b"\r\npartial");
-        let (res, _) = answer_with(wire, Limits::default()).await;
+        let res = answer_with(wire, Limits::default()).await;
         assert!(matches!(res, Err(FcgiError::Protocol(_))), "{res:?}");
     }
 
@@ -438,7 +299,7 @@ mod tests {
     async fn record_for_another_request() {
         let mut wire = Vec::new();
         write_record(&mut wire, RecordType::Stdout, 2, b"\r\nx");
-        let (res, _) = answer_with(wire, Limits::default()).await;
+        let res = answer_with(wire, Limits::default()).await;
         assert!(matches!(res, Err(FcgiError::Protocol(_))), "{res:?}");
     }
 
@@ -446,7 +307,7 @@ mod tests {
     async fn unexpected_record_type() {
         let mut wire = Vec::new();
         write_record(&mut wire, RecordType::GetValuesResult, 1, &[]);
-        let (res, _) = answer_with(wire, Limits::default()).await;
+        let res = answer_with(wire, Limits::default()).await;
         assert!(matches!(res, Err(FcgiError::Protocol(_))), "{res:?}");
     }
 
@@ -467,19 +328,7 @@ mod tests {
             server.write_all(&wire).await.unwrap();
         });
         let req = Request::post("/a", "/a", "text/plain", vec![0; 1 << 20]);
-        let mut conn = Connection::new(client).keep_conn(true);
-        let resp = conn.run(&req).await.unwrap();
+        let resp = Connection::new(client).run(&req).await.unwrap();
         assert_eq!(resp.status, 413);
-        assert!(!conn.is_reusable(), "unread stdin poisons the connection");
-    }
-
-    #[tokio::test]
-    async fn abandoned_request_poisons_the_connection() {
-        let (client, _server) = duplex(1 << 16);
-        let mut conn = Connection::new(client).keep_conn(true);
-        let req = Request::get("/a", "/a", "");
-        let res = tokio::time::timeout(std::time::Duration::from_millis(20), conn.run(&req)).await;
-        assert!(res.is_err(), "the server never answers");
-        assert!(!conn.is_reusable());
     }
 }

@@ -2,26 +2,36 @@
 //!
 //! The agent uses it to health-check each tenant's pool ([`ping`], [`status`]) and tests use
 //! it to run PHP as a tenant ([`request`]). It is built in layers; the proxy's pooled,
-//! streaming client (`proxy::php`, `proxy::exchange`) is built on the same pieces:
-//! - [`record`]: the wire format, as plain encode/decode functions;
+//! streaming client (`proxy::php`) is built on the same pieces, so the protocol is written
+//! once:
+//! - [`record`]: the wire format of records, as plain encode/decode functions;
+//! - [`Params`]: the `FCGI_PARAMS` stream, encoded as variables are added;
+//! - [`Records`]: records read from a stream out of one buffer, without a copy;
 //! - [`Request`] / [`Response`]: CGI variables in, a parsed CGI response out;
-//! - [`Connection`]: one request at a time on one stream, knowing whether it may be reused;
-//! - [`request`], [`ping`], [`status`]: one connection per call, all under one timeout.
+//! - [`request`], [`ping`], [`status`]: one connection per request, all under one timeout.
 //!
 //! Only the Responder role is spoken, with one request per connection (php-fpm does not
-//! multiplex), and responses are buffered whole, bounded by [`Limits`].
+//! multiplex). This client buffers responses whole (bounded: 16 MiB of stdout, 64 KiB of
+//! stderr kept) and asks the server to close the connection after each; the proxy's pool
+//! keeps connections alive and streams.
 
 mod cgi;
 mod client;
 mod health;
+mod params;
+mod reader;
 pub mod record;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cgi::{Request, Response};
-pub use client::{Connection, Limits};
+pub use cgi::{Param, Request, Response};
+use client::Connection;
 pub use health::{ping, status, PoolStatus};
+pub use params::Params;
+pub use reader::{Event, Records};
 pub use record::ProtocolStatus;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +55,8 @@ pub enum FcgiError {
     /// `FCGI_END_REQUEST` with a protocol status other than `FCGI_REQUEST_COMPLETE`.
     #[error("FastCGI server refused the request: {0}")]
     Refused(ProtocolStatus),
-    /// The connection already ended (no `FCGI_KEEP_CONN`, or an earlier request failed).
+    /// The server closed the connection before it answered at all (a kept connection it had
+    /// finished with, at `pm.max_requests`): the request was not run.
     #[error("FastCGI connection is closed")]
     Closed,
     /// A health page answered with an HTTP status other than 200.
@@ -65,10 +76,7 @@ pub async fn request(
     req: &Request,
     timeout: Duration,
 ) -> Result<Response, FcgiError> {
-    let exchange = async {
-        let mut conn = Connection::connect(socket).await?;
-        conn.run(req).await
-    };
+    let exchange = async { Connection::connect(socket).await?.run(req).await };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FcgiError::Timeout(timeout))?

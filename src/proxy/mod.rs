@@ -6,10 +6,11 @@
 
 pub mod access_log;
 pub mod deadline;
-pub mod exchange;
 pub mod h1;
+mod host;
 pub mod metrics;
 mod observe;
+mod pages;
 pub mod php;
 mod reload;
 pub mod routes;
@@ -17,6 +18,8 @@ pub mod run;
 pub mod sendfile;
 pub mod server;
 pub mod static_files;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 use bytes::Bytes;

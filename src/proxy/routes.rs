@@ -126,14 +126,9 @@ impl Table {
         )
     }
 
-    /// The route for a Host header (any port removed, case ignored).
+    /// The route for a Host header (port, case and a trailing dot ignored).
     pub fn lookup(&self, host: &str) -> Option<&Arc<Route>> {
-        let host = host
-            .rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.by_name.get(&host)
+        self.by_name.get(&*super::host::name_of(host))
     }
 
     pub fn len(&self) -> usize {

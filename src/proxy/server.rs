@@ -1,21 +1,22 @@
-//! The proxy's request handling: Host (and SNI) to vhost, redirects, suspended and unknown
-//! hosts, static files from the docroot, PHP through the tenant's pool.
+//! The proxy's request handling: guards first (the Host agrees with the connection's SNI and
+//! names a site that is not suspended and needs no redirect), then the site's static files
+//! or its PHP.
 
 use super::access_log::AccessLog;
-use super::exchange::Params;
 use super::h1::ReqBody;
 use super::metrics::Metrics;
 use super::observe::Observed;
-use super::php::{split_script, PhpError, Pools, RequestBody};
+use super::pages;
+use super::php::{self, split_script, CgiAddrs, Pools};
 use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
-use super::{full, Body};
+use super::{host, tls, Body};
 use crate::domain::RedirectWww;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, RwLock};
 
 /// What every connection shares: the current routes, the FastCGI pools, the metrics and
@@ -70,15 +71,6 @@ pub struct Conn {
     cgi: Arc<std::sync::OnceLock<CgiAddrs>>,
 }
 
-/// REMOTE_ADDR, REMOTE_PORT, SERVER_ADDR and SERVER_PORT of a connection.
-#[derive(Debug)]
-pub struct CgiAddrs {
-    pub remote_addr: String,
-    pub remote_port: String,
-    pub server_addr: String,
-    pub server_port: String,
-}
-
 impl Conn {
     pub fn new(
         peer: SocketAddr,
@@ -99,41 +91,9 @@ impl Conn {
 
     /// The addresses as PHP gets them, formatted once per connection.
     pub fn cgi(&self) -> &CgiAddrs {
-        self.cgi.get_or_init(|| CgiAddrs {
-            remote_addr: self.peer.ip().to_string(),
-            remote_port: self.peer.port().to_string(),
-            server_addr: self.local.ip().to_string(),
-            server_port: self.local.port().to_string(),
-        })
+        self.cgi
+            .get_or_init(|| CgiAddrs::new(self.peer, self.local))
     }
-}
-
-fn page(status: StatusCode, title: &str, text: &str) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>body{{font:16px system-ui,sans-serif;color:#1f2933;background:#f6f7f9;display:grid;place-items:center;min-height:90vh;margin:0}}\
-         main{{text-align:center;padding:2rem}}h1{{font-size:1.4rem;margin:.2rem 0}}p{{color:#5f6b7a}}b{{font-size:3rem;color:#0f766e}}</style></head>\
-         <body><main><b>{code}</b><h1>{title}</h1><p>{text}</p></main></body></html>",
-        code = status.as_u16()
-    );
-    let mut r = Response::new(full(html));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn redirect(location: &str) -> Response<Body> {
-    let mut r = Response::new(super::empty());
-    *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
-    if let Ok(v) = HeaderValue::from_str(location) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
 }
 
 /// Decodes `%xx` escapes; `None` for a malformed escape or a byte no path may carry
@@ -160,12 +120,11 @@ pub fn decode_path(raw: &str) -> Option<String> {
 }
 
 /// The host a request names: its Host header, or on HTTP/2 its `:authority`.
-fn request_host<B>(req: &Request<B>) -> String {
+fn request_host<B>(req: &Request<B>) -> &str {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
 }
 
@@ -173,11 +132,11 @@ fn request_host<B>(req: &Request<B>) -> String {
 pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<ReqBody>) -> Response<Body> {
     let tls = conn.tls;
     // One look at the routes per request: the answer and the HSTS decision share it.
-    let host = request_host(&req);
+    let host = host::name_of(request_host(&req)).into_owned();
     let found = shared.table().lookup(&host).cloned();
     let hsts = found.as_ref().is_some_and(|r| r.redirect_https);
     let observed = Observed::start(shared.clone(), found.clone(), &conn, &req);
-    let mut response = route(shared, conn, req, host, found).await;
+    let mut response = serve(shared, conn, req, host, found).await;
     // A site that sends HTTP to HTTPS also tells browsers to stay there (HSTS).
     if tls && hsts {
         response.headers_mut().insert(
@@ -189,42 +148,70 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<ReqBody>) -> R
     response
 }
 
-async fn route(
+/// The guards, then the site's static files or its PHP. `host` is the name the request
+/// gives (normalized), `found` its site.
+async fn serve(
     shared: Arc<Shared>,
     conn: Conn,
     req: Request<ReqBody>,
     host: String,
     found: Option<Arc<Route>>,
 ) -> Response<Body> {
-    let bare_host = host
-        .rsplit_once(':')
-        .map_or(host.as_str(), |(h, _)| h)
-        .to_ascii_lowercase();
-    if let Some(sni) = &conn.sni {
-        if !sni.eq_ignore_ascii_case(&bare_host) {
-            return page(
-                StatusCode::MISDIRECTED_REQUEST,
-                "Misdirected request",
-                "This connection was opened for another site.",
-            );
-        }
+    // The guards: the name agrees with the connection's, names a site, and the site does
+    // not refuse or redirect the request.
+    if !tls::sni_matches_host(conn.sni.as_deref(), &host) {
+        return pages::misdirected();
     }
     let Some(route) = found else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "No site here",
-            "No site is configured for this address.",
-        );
+        return pages::no_site();
     };
+    if let Some(answer) = site_rules(&route, &conn, &req, &host) {
+        return answer;
+    }
+    let Some(path) = decode_path(req.uri().path()) else {
+        return pages::bad_address();
+    };
+    // The docroot, opened from the tenant's home without following any symlink on the way:
+    // the tenant owns those directories and could point one at another tenant's site.
+    let Ok(root) = route.open_docroot() else {
+        return pages::no_content();
+    };
+    let php = |script, path_info| php::Call {
+        route: &route,
+        host: &host,
+        script,
+        path_info,
+    };
+    match choose(root.as_fd(), &route, &path) {
+        Handler::Php(script, path_info) => {
+            php::serve(&shared, &conn, req, php(&script, path_info)).await
+        }
+        Handler::Forbidden => pages::forbidden(),
+        Handler::NotFound => pages::not_found(),
+        Handler::Static => {
+            let response = serve_static(root.as_fd(), &route, &conn, &req, &path);
+            match response.status() {
+                StatusCode::NOT_FOUND => match route.front_controller.as_deref() {
+                    Some(fc) if route.php => php::serve(&shared, &conn, req, php(fc, "")).await,
+                    _ => pages::not_found(),
+                },
+                StatusCode::FORBIDDEN => pages::forbidden(),
+                _ => response,
+            }
+        }
+    }
+}
+
+/// What a site answers before looking at its files: that it is suspended, or a redirect
+/// to HTTPS or to its `www.` or apex name.
+fn site_rules<B>(
+    route: &Route,
+    conn: &Conn,
+    req: &Request<B>,
+    host: &str,
+) -> Option<Response<Body>> {
     if route.suspended {
-        let mut r = page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Site suspended",
-            "This site is suspended. Its owner can contact their provider.",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
-        return r;
+        return Some(pages::suspended());
     }
     let path_and_query = req
         .uri()
@@ -232,364 +219,86 @@ async fn route(
         .map(|p| p.as_str())
         .unwrap_or("/");
     if route.redirect_https && !conn.tls {
-        return redirect(&format!("https://{bare_host}{path_and_query}"));
+        return Some(pages::redirect(&format!("https://{host}{path_and_query}")));
     }
+    let scheme = if conn.tls { "https" } else { "http" };
     match route.redirect_www {
-        RedirectWww::ToWww if !bare_host.starts_with("www.") => {
-            let scheme = if conn.tls { "https" } else { "http" };
-            return redirect(&format!("{scheme}://www.{bare_host}{path_and_query}"));
-        }
-        RedirectWww::ToApex if bare_host.starts_with("www.") => {
-            let scheme = if conn.tls { "https" } else { "http" };
-            return redirect(&format!("{scheme}://{}{path_and_query}", &bare_host[4..]));
-        }
-        _ => {}
+        RedirectWww::ToWww if !host.starts_with("www.") => Some(pages::redirect(&format!(
+            "{scheme}://www.{host}{path_and_query}"
+        ))),
+        RedirectWww::ToApex if host.starts_with("www.") => Some(pages::redirect(&format!(
+            "{scheme}://{}{path_and_query}",
+            &host[4..]
+        ))),
+        _ => None,
     }
-    let Some(path) = decode_path(req.uri().path()) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "The address contains characters that are not allowed.",
-        );
-    };
-    let query = req.uri().query().unwrap_or("").to_owned();
-    // The docroot, opened from the tenant's home without following any symlink on the way:
-    // the tenant owns those directories and could point one at another tenant's site.
-    let root = match route.open_docroot() {
-        Ok(fd) => fd,
-        Err(_) => {
-            return page(
-                StatusCode::NOT_FOUND,
-                "Not found",
-                "This site has no content yet.",
-            )
-        }
-    };
-    use std::os::fd::AsFd;
+}
 
-    if route.php {
-        if let Some((script, path_info)) = split_script(&path) {
-            return match static_files::open_beneath_cached(root.as_fd(), route.id, script) {
-                Lookup::File(_) => {
-                    php(
-                        &shared, &route, &conn, req, &bare_host, script, path_info, &query,
-                    )
-                    .await
-                }
-                Lookup::Forbidden => page(
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    "This file is not served.",
-                ),
-                _ => match &route.front_controller {
-                    Some(fc) => {
-                        let fc = fc.clone();
-                        php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await
-                    }
-                    None => page(
-                        StatusCode::NOT_FOUND,
-                        "Not found",
-                        "There is nothing at this address.",
-                    ),
-                },
-            };
-        }
-        if path.ends_with('/')
-            && matches!(
-                static_files::open_beneath_cached(
-                    root.as_fd(),
-                    route.id,
-                    &format!("{path}index.php")
-                ),
-                Lookup::File(_)
-            )
-        {
-            let script = format!("{path}index.php");
-            return php(&shared, &route, &conn, req, &bare_host, &script, "", &query).await;
+/// Who answers a request inside a site.
+enum Handler<'a> {
+    /// A PHP script (a path inside the docroot) and the path after it (PATH_INFO).
+    Php(Cow<'a, str>, &'a str),
+    /// The static files (and for what is not there, the front controller if there is one).
+    Static,
+    /// A script that is there but is not served.
+    Forbidden,
+    /// A script that is not there, and no front controller.
+    NotFound,
+}
+
+/// For a PHP site: a path with a `.php` segment goes to that script (or the front controller
+/// if it is missing), a directory to its `index.php` if it has one; everything else is
+/// static.
+fn choose<'a>(root: BorrowedFd<'_>, route: &'a Route, path: &'a str) -> Handler<'a> {
+    if !route.php {
+        return Handler::Static;
+    }
+    let lookup = |script: &str| static_files::open_beneath(root, route.id, script);
+    if let Some((script, path_info)) = split_script(path) {
+        return match lookup(script) {
+            Lookup::File(_) => Handler::Php(script.into(), path_info),
+            Lookup::Forbidden => Handler::Forbidden,
+            _ => match route.front_controller.as_deref() {
+                Some(fc) => Handler::Php(fc.into(), ""),
+                None => Handler::NotFound,
+            },
+        };
+    }
+    if path.ends_with('/') {
+        let index = format!("{path}index.php");
+        if matches!(lookup(&index), Lookup::File(_)) {
+            return Handler::Php(index.into(), "");
         }
     }
-    let version = req.version();
+    Handler::Static
+}
+
+/// The static file (or directory index) at `path`.
+fn serve_static(
+    root: BorrowedFd<'_>,
+    route: &Route,
+    conn: &Conn,
+    req: &Request<ReqBody>,
+    path: &str,
+) -> Response<Body> {
     let request = StaticRequest {
         method: req.method(),
-        path: &path,
-        query: Some(&query).filter(|q| !q.is_empty()).map(|q| q.as_str()),
+        path,
+        query: req.uri().query().filter(|q| !q.is_empty()),
         headers: req.headers(),
     };
     // sendfile(2) under HTTP/1 only: HTTP/2 interleaves the frames of several responses.
     let sendfile = conn
         .sendfile
         .as_ref()
-        .filter(|_| version <= hyper::Version::HTTP_11);
-    let response = static_files::serve_cached(
-        root.as_fd(),
+        .filter(|_| req.version() <= hyper::Version::HTTP_11);
+    static_files::serve(
+        root,
         route.id,
         &request,
         static_files::DEFAULT_INDEX,
         sendfile,
-    );
-    if response.status() == StatusCode::NOT_FOUND && route.php {
-        if let Some(fc) = route.front_controller.clone() {
-            return php(&shared, &route, &conn, req, &bare_host, &fc, "", &query).await;
-        }
-    }
-    match response.status() {
-        StatusCode::NOT_FOUND => page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is nothing at this address.",
-        ),
-        StatusCode::FORBIDDEN => page(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "This file is not served.",
-        ),
-        _ => response,
-    }
-}
-
-/// Request bodies up to this size are read before php-fpm is asked, and go out with the
-/// parameters in one write.
-const SMALL_BODY: u64 = 64 * 1024;
-/// A body of unknown length (chunked, or HTTP/2 without `content-length`) is read whole
-/// first, since PHP needs `CONTENT_LENGTH`; up to this size, or the site's limit if lower.
-const UNSIZED_BODY: u64 = 16 << 20;
-
-fn too_large() -> Response<Body> {
-    page(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "Too large",
-        "The request is larger than this site accepts.",
     )
-}
-
-/// The request body, as it will go to php-fpm, and its length; or the answer that refuses
-/// it.
-async fn request_body(
-    body: ReqBody,
-    limit: u64,
-) -> Result<(RequestBody, Option<u64>), Response<Body>> {
-    use hyper::body::Body as _;
-    let body: Incoming = match body {
-        ReqBody::Empty => return Ok((RequestBody::Empty, None)),
-        ReqBody::Incoming(body) => body,
-    };
-    if body.is_end_stream() {
-        return Ok((RequestBody::Empty, None));
-    }
-    match body.size_hint().exact() {
-        Some(n) if n > limit => Err(too_large()),
-        Some(n) if n > SMALL_BODY => Ok((RequestBody::Stream(body, limit), Some(n))),
-        known => {
-            let cap = if known.is_some() {
-                SMALL_BODY
-            } else {
-                limit.min(UNSIZED_BODY)
-            };
-            match Limited::new(body, cap as usize).collect().await {
-                Ok(b) => {
-                    let b = b.to_bytes();
-                    let n = b.len() as u64;
-                    Ok((RequestBody::Whole(b), Some(n)))
-                }
-                Err(e)
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    if cap < limit {
-                        Err(page(
-                            StatusCode::LENGTH_REQUIRED,
-                            "Length required",
-                            "Send a body this large with a Content-Length.",
-                        ))
-                    } else {
-                        Err(too_large())
-                    }
-                }
-                Err(_) => Err(page(
-                    StatusCode::BAD_REQUEST,
-                    "Bad request",
-                    "The request body could not be read.",
-                )),
-            }
-        }
-    }
-}
-
-/// Runs `script` (a path inside the docroot) through the tenant's pool.
-#[allow(clippy::too_many_arguments)]
-async fn php(
-    shared: &Shared,
-    route: &Route,
-    conn: &Conn,
-    req: Request<ReqBody>,
-    host: &str,
-    script: &str,
-    path_info: &str,
-    query: &str,
-) -> Response<Body> {
-    let (parts, body) = req.into_parts();
-    // Bodies are bounded by the plan's upload limit.
-    let (body, length) = match request_body(body, route.body_limit).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal,
-    };
-    let docroot = route.docroot.to_string_lossy();
-    let uri = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    // As nginx's fastcgi_params, with SCRIPT_FILENAME and PATH_INFO split off.
-    let mut p = Params::with_capacity(1024);
-    let mut filename = String::with_capacity(docroot.len() + script.len());
-    filename.push_str(&docroot);
-    filename.push_str(script);
-    p.add("SCRIPT_FILENAME", &filename);
-    p.add("QUERY_STRING", query);
-    p.add("REQUEST_METHOD", parts.method.as_str());
-    p.add("SCRIPT_NAME", script);
-    p.add("REQUEST_URI", uri);
-    p.add("DOCUMENT_URI", script);
-    p.add("DOCUMENT_ROOT", docroot.as_bytes());
-    p.add(
-        "SERVER_PROTOCOL",
-        if parts.version == hyper::Version::HTTP_2 {
-            "HTTP/2.0"
-        } else {
-            "HTTP/1.1"
-        },
-    );
-    p.add("REQUEST_SCHEME", if conn.tls { "https" } else { "http" });
-    if conn.tls {
-        p.add("HTTPS", "on");
-    }
-    p.add("GATEWAY_INTERFACE", "CGI/1.1");
-    p.add("SERVER_SOFTWARE", "lodge");
-    let addrs = conn.cgi();
-    p.add("REMOTE_ADDR", &addrs.remote_addr);
-    p.add("REMOTE_PORT", &addrs.remote_port);
-    p.add("SERVER_ADDR", &addrs.server_addr);
-    p.add("SERVER_PORT", &addrs.server_port);
-    p.add("SERVER_NAME", host);
-    p.add("REDIRECT_STATUS", "200");
-    if !path_info.is_empty() {
-        p.add("PATH_INFO", path_info);
-        p.add("PATH_TRANSLATED", format!("{docroot}{path_info}"));
-    }
-    if length.is_some() || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
-        p.add("CONTENT_TYPE", content_type);
-        p.add("CONTENT_LENGTH", length.unwrap_or(0).to_string());
-    }
-    p.add("HTTP_HOST", host);
-    for name in parts.headers.keys() {
-        // httpoxy: a client's Proxy header must never become HTTP_PROXY. A name with an
-        // underscore is dropped (as nginx does): `x_real_ip` must not pass for `X-Real-IP`.
-        if name == header::HOST
-            || name == header::CONTENT_TYPE
-            || name == header::CONTENT_LENGTH
-            || name == "proxy"
-            || name.as_str().contains('_')
-        {
-            continue;
-        }
-        // Repeated fields are joined, as one CGI variable holds them all (HTTP/2 sends
-        // every cookie as a field of its own).
-        let sep: &[u8] = if name == header::COOKIE { b"; " } else { b", " };
-        let mut values = parts.headers.get_all(name).iter();
-        let first = values.next().map_or(&b""[..], HeaderValue::as_bytes);
-        match values.next() {
-            None => p.add_header(name.as_str(), &[first], sep),
-            Some(second) => {
-                let mut all = vec![first, second.as_bytes()];
-                all.extend(values.map(HeaderValue::as_bytes));
-                p.add_header(name.as_str(), &all, sep);
-            }
-        }
-    }
-    let retry = matches!(parts.method, Method::GET | Method::HEAD);
-    let result = shared
-        .pools
-        .run(&route.socket, route.max_children, &p, body, retry)
-        .await;
-    shared.metrics.php_result(route.tenant.as_str(), &result);
-    match result {
-        Ok(answer) => {
-            let streamed = hyper::body::Body::size_hint(&answer.body).exact().is_none();
-            let mut r = Response::new(if parts.method == Method::HEAD {
-                super::empty()
-            } else {
-                answer.body
-            });
-            *r.status_mut() =
-                StatusCode::from_u16(answer.head.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            for (name, value) in answer.head.headers {
-                if let (Ok(n), Ok(v)) = (
-                    header::HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(&value),
-                ) {
-                    // A whole body gets its length from hyper; a streamed one keeps the
-                    // script's, if it is a number (a download's progress bar needs it).
-                    let keep_length = n == header::CONTENT_LENGTH
-                        && streamed
-                        && value.bytes().all(|b| b.is_ascii_digit());
-                    if keep_length
-                        || !matches!(
-                            n.as_str(),
-                            "connection" | "transfer-encoding" | "keep-alive" | "content-length"
-                        )
-                    {
-                        r.headers_mut().append(n, v);
-                    }
-                }
-            }
-            r
-        }
-        Err(PhpError::Saturated) => {
-            let mut r = page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Busy",
-                "Every PHP worker of this site is busy. Try again in a moment.",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
-        }
-        Err(PhpError::Down(e)) => {
-            tracing::warn!(tenant = %route.tenant, error = %e, "PHP pool unreachable");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "PHP is not running",
-                "This site's PHP service does not answer.",
-            )
-        }
-        Err(PhpError::Timeout) => page(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timed out",
-            "This site's PHP took too long to answer.",
-        ),
-        Err(PhpError::TooLarge) => too_large(),
-        Err(PhpError::Client(e)) => {
-            tracing::debug!(tenant = %route.tenant, error = %e, "request body broke off");
-            page(
-                StatusCode::BAD_REQUEST,
-                "Bad request",
-                "The request body could not be read.",
-            )
-        }
-        Err(PhpError::Bad(e)) => {
-            tracing::warn!(tenant = %route.tenant, error = %e, "PHP answered badly");
-            page(
-                StatusCode::BAD_GATEWAY,
-                "Bad answer",
-                "This site's PHP gave an answer that could not be used.",
-            )
-        }
-    }
 }
 
 #[cfg(test)]
@@ -604,5 +313,85 @@ mod tests {
         assert_eq!(decode_path("/x%0d"), None);
         assert_eq!(decode_path("/bad%zz"), None);
         assert_eq!(decode_path("/%2e%2e/etc").as_deref(), Some("/../etc"));
+    }
+
+    use crate::proxy::testing::{conn, get, Site, DOMAIN};
+
+    #[tokio::test]
+    async fn a_host_with_a_trailing_dot_is_the_site_over_tls_too() {
+        let site = Site::new("trailing-dot");
+        site.write("index.html", "the site");
+        let shared = Site::shared(site.entry());
+        for (tls, host) in [
+            (false, "a.example."),
+            (true, "a.example."),
+            (true, "A.Example.:443"),
+            (true, "www.a.example"),
+        ] {
+            let sni = tls.then_some(if host.starts_with("www.") {
+                "www.a.example"
+            } else {
+                DOMAIN
+            });
+            let r = get(shared.clone(), conn(tls, sni), host, "/").await;
+            assert_eq!((r.status, r.text().as_str()), (200, "the site"), "{host}");
+        }
+        // A name the connection was not opened for is refused.
+        let r = get(
+            shared.clone(),
+            conn(true, Some(DOMAIN)),
+            "www.a.example",
+            "/",
+        )
+        .await;
+        assert_eq!(r.status, 421);
+        let r = get(shared.clone(), conn(true, Some(DOMAIN)), "a.example:x", "/").await;
+        assert_eq!(r.status, 421);
+    }
+
+    #[tokio::test]
+    async fn guards_come_before_the_site() {
+        let site = Site::new("guards");
+        site.write("index.html", "the site");
+        let plain = || conn(false, None);
+
+        let r = get(Site::shared(site.entry()), plain(), "b.example", "/").await;
+        assert_eq!(r.status, 404);
+        assert!(r.text().contains("No site here"), "{}", r.text());
+
+        let mut entry = site.entry();
+        entry.suspended = true;
+        let r = get(Site::shared(entry), plain(), DOMAIN, "/").await;
+        assert_eq!((r.status, r.header("retry-after")), (503, Some("3600")));
+
+        let mut entry = site.entry();
+        entry.redirect_https = true;
+        let shared = Site::shared(entry);
+        let r = get(shared.clone(), plain(), "A.example.:8080", "/x?y=1").await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (301, Some("https://a.example/x?y=1"))
+        );
+        let r = get(shared, conn(true, Some(DOMAIN)), DOMAIN, "/").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("strict-transport-security"),
+            Some("max-age=31536000")
+        );
+
+        let mut entry = site.entry();
+        entry.redirect_www = "to-www".into();
+        let r = get(Site::shared(entry), plain(), DOMAIN, "/x").await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (301, Some("http://www.a.example/x"))
+        );
+
+        let r = get(Site::shared(site.entry()), plain(), DOMAIN, "/a%0a.php").await;
+        assert_eq!(r.status, 400);
+        let r = get(Site::shared(site.entry()), plain(), DOMAIN, "/missing.php").await;
+        assert_eq!(r.status, 404);
+        let r = get(Site::shared(site.entry()), plain(), DOMAIN, "/.env").await;
+        assert_eq!(r.status, 403);
     }
 }

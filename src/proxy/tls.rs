@@ -94,11 +94,10 @@ pub fn self_signed(names: &[String]) -> anyhow::Result<(String, String)> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// The form host names are compared in: ASCII lowercase (DNS names are case-insensitive, and
-/// SNI carries A-labels, so ASCII is all there is) without a trailing dot (`a.example.` and
-/// `a.example` are the same name; SNI never carries the dot, a Host header might).
+/// The form host names are kept in ([`super::host::normalize`]: `a.example.` and
+/// `A.example` are `a.example`; SNI never carries the dot, a Host header might).
 fn normalize_name(name: &str) -> String {
-    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+    super::host::normalize(name).into_owned()
 }
 
 /// The certificates the proxy serves: host name (exact, normalized as by `normalize_name`) →
@@ -122,11 +121,6 @@ impl fmt::Debug for CertStore {
 }
 
 impl CertStore {
-    /// A store with no certificates: every handshake fails until one is loaded.
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
     /// Builds a store from the routes snapshot's entries: `(host names, certificate chain PEM
     /// file, private key PEM file)`.
     ///
@@ -176,6 +170,25 @@ impl CertStore {
         (store, errors)
     }
 
+    /// The certificate for `name` (compared case-insensitively, trailing dot ignored), if any.
+    pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_name.get(&*super::host::normalize(name)).cloned()
+    }
+
+    /// The names this store has certificates for (normalized), in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// Stores built by hand, and their size, for tests.
+#[cfg(test)]
+impl CertStore {
+    /// A store with no certificates: every handshake fails until one is loaded.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
     /// A store serving one certificate (PEM chain and key) for one name. Meant for tests and
     /// tools; the proxy uses [`CertStore::load`].
     pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<CertStore> {
@@ -186,16 +199,6 @@ impl CertStore {
         Ok(CertStore {
             by_name: Arc::new(by_name),
         })
-    }
-
-    /// The certificate for `name` (compared case-insensitively, trailing dot ignored), if any.
-    pub fn get(&self, name: &str) -> Option<Arc<CertifiedKey>> {
-        self.by_name.get(&normalize_name(name)).cloned()
-    }
-
-    /// The names this store has certificates for (normalized), in no particular order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
     }
 
     /// How many names have a certificate.
@@ -524,27 +527,8 @@ pub fn sni_matches_host(sni: Option<&str>, host: &str) -> bool {
     let Some(sni) = sni else {
         return true;
     };
-    let host = strip_port(host);
-    let host = host.strip_suffix('.').unwrap_or(host);
-    let sni = sni.strip_suffix('.').unwrap_or(sni);
-    !host.is_empty() && host.eq_ignore_ascii_case(sni)
-}
-
-/// `host[:port]` → `host`. A bracketed IPv6 literal keeps its brackets (it can never equal an
-/// SNI name, which is never an IP address, so the exact form doesn't matter). Only a port
-/// that is all digits (possibly empty, as RFC 3986 allows) is stripped, so `a:b` is compared
-/// whole and doesn't match.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
+    let host = super::host::strip_port(host);
+    !host.is_empty() && super::host::same_name(host, sni)
 }
 
 #[cfg(test)]

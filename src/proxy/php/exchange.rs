@@ -13,136 +13,40 @@
 //! write and stops the script unless it asked to ignore user aborts). A connection goes back
 //! to the pool only after a clean `FCGI_END_REQUEST` with the whole body sent.
 
-use super::php::Lease;
-use super::Body;
-use crate::fastcgi::record::{self, EndRequest, Header, ProtocolStatus, RecordType};
-use crate::fastcgi::{FcgiError, Response as CgiHead};
-use bytes::{Buf, Bytes, BytesMut};
+use super::body::RequestBody;
+use super::pool::{Lease, Pools};
+use super::PhpError;
+use crate::fastcgi::record::{self, ProtocolStatus, RecordType, REQUEST_ID};
+use crate::fastcgi::{Event, FcgiError, Params, Records, Response as CgiHead};
+use crate::proxy::Body;
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-/// The request id: php-fpm serves one request per connection.
-pub const REQUEST_ID: u16 = 1;
+/// How long a script may take to send its headers.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The most response header bytes a script may send (nginx's default buffers hold 4-8 KiB;
+/// this is generous but bounded).
+pub const MAX_HEAD: usize = 64 * 1024;
 /// How long a streamed answer may stay silent before the request is given up.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The most bytes read from php-fpm at once.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// An `FCGI_ABORT_REQUEST` record for [`REQUEST_ID`].
 fn abort_record() -> Vec<u8> {
     let mut out = Vec::with_capacity(record::HEADER_LEN);
     record::write_record(&mut out, RecordType::AbortRequest, REQUEST_ID, &[]);
     out
-}
-
-/// CGI variables, encoded as FastCGI name-value pairs as they are added (no map, no copy
-/// per variable): the request's `FCGI_PARAMS` stream in the making.
-#[derive(Debug, Default)]
-pub struct Params {
-    pairs: Vec<u8>,
-    /// Where each pair ends, to cut the stream into records between pairs.
-    ends: Vec<usize>,
-}
-
-impl Params {
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            pairs: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(48),
-        }
-    }
-
-    fn length(&mut self, len: usize) {
-        if len < 0x80 {
-            self.pairs.push(len as u8);
-        } else {
-            // Header values are bounded far below 2 GiB by the HTTP parser.
-            let len = len.min(record::MAX_NAME_VALUE_LEN) as u32;
-            self.pairs
-                .extend_from_slice(&(len | 0x8000_0000).to_be_bytes());
-        }
-    }
-
-    pub fn add(&mut self, name: &str, value: impl AsRef<[u8]>) {
-        let value = value.as_ref();
-        self.length(name.len());
-        self.length(value.len());
-        self.pairs.extend_from_slice(name.as_bytes());
-        self.pairs.extend_from_slice(value);
-        self.ends.push(self.pairs.len());
-    }
-
-    /// `HTTP_<NAME>` for a request header (`-` becomes `_`, letters upper case) with its
-    /// values joined by `sep`.
-    pub fn add_header(&mut self, name: &str, values: &[&[u8]], sep: &[u8]) {
-        let len = values.iter().map(|v| v.len()).sum::<usize>()
-            + sep.len() * values.len().saturating_sub(1);
-        self.length(5 + name.len());
-        self.length(len);
-        self.pairs.extend_from_slice(b"HTTP_");
-        self.pairs.extend(name.bytes().map(|b| {
-            if b == b'-' {
-                b'_'
-            } else {
-                b.to_ascii_uppercase()
-            }
-        }));
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                self.pairs.extend_from_slice(sep);
-            }
-            self.pairs.extend_from_slice(v);
-        }
-        self.ends.push(self.pairs.len());
-    }
-
-    /// Appends the `FCGI_PARAMS` records (pairs never split across two, as php-fpm needs)
-    /// and the empty one that ends the stream.
-    pub fn write(&self, wire: &mut Vec<u8>) -> Result<(), FcgiError> {
-        let mut start = 0;
-        let mut last_end = 0;
-        for &end in &self.ends {
-            if end - last_end > record::MAX_RECORD_CONTENT {
-                return Err(FcgiError::Protocol(format!(
-                    "a parameter of {} bytes does not fit in a FastCGI record",
-                    end - last_end
-                )));
-            }
-            if end - start > record::MAX_RECORD_CONTENT {
-                record::write_record(
-                    wire,
-                    RecordType::Params,
-                    REQUEST_ID,
-                    &self.pairs[start..last_end],
-                );
-                start = last_end;
-            }
-            last_end = end;
-        }
-        if start < self.pairs.len() {
-            record::write_record(wire, RecordType::Params, REQUEST_ID, &self.pairs[start..]);
-        }
-        record::write_record(wire, RecordType::Params, REQUEST_ID, &[]);
-        Ok(())
-    }
-}
-
-/// What comes out of a response, record by record.
-#[derive(Debug)]
-pub enum Event {
-    Stdout(Bytes),
-    Stderr(Bytes),
-    End(EndRequest),
 }
 
 /// The reading side: the whole stream while nothing else writes to it, or the read half
@@ -162,93 +66,6 @@ impl AsyncRead for ReadSide {
             ReadSide::Whole(s) => Pin::new(s).poll_read(cx, buf),
             ReadSide::Half(h) => Pin::new(h).poll_read(cx, buf),
         }
-    }
-}
-
-/// Records parsed out of one growing buffer: a record's content is handed out as a slice of
-/// it, without a copy.
-pub struct Records {
-    io: ReadSide,
-    buf: BytesMut,
-    /// Whether any byte came back (a kept connection closed before answering is not an error
-    /// of the request: it can be retried).
-    any: bool,
-}
-
-impl Records {
-    pub fn new(io: ReadSide) -> Self {
-        Self {
-            io,
-            // Most answers are small; a long one grows the buffer to READ_CHUNK.
-            buf: BytesMut::with_capacity(8 * 1024),
-            any: false,
-        }
-    }
-
-    /// A whole record already in the buffer, if one is there, without reading.
-    pub fn buffered_event(&mut self) -> Result<Option<Event>, FcgiError> {
-        if self.buf.len() < record::HEADER_LEN {
-            return Ok(None);
-        }
-        let header = Header::decode(self.buf[..record::HEADER_LEN].try_into().expect("8 bytes"))?;
-        let content = usize::from(header.content_length);
-        let whole = record::HEADER_LEN + content + usize::from(header.padding_length);
-        if self.buf.len() < whole {
-            self.buf.reserve(whole - self.buf.len());
-            return Ok(None);
-        }
-        if header.request_id != REQUEST_ID {
-            return Err(FcgiError::Protocol(format!(
-                "{:?} record for request {}, expected {REQUEST_ID}",
-                header.record_type, header.request_id
-            )));
-        }
-        self.buf.advance(record::HEADER_LEN);
-        let data = self.buf.split_to(content).freeze();
-        self.buf.advance(usize::from(header.padding_length));
-        Ok(Some(match header.record_type {
-            RecordType::Stdout => Event::Stdout(data),
-            RecordType::Stderr => Event::Stderr(data),
-            RecordType::EndRequest => Event::End(EndRequest::decode(&data)?),
-            other => {
-                return Err(FcgiError::Protocol(format!(
-                    "unexpected {other:?} record from the server"
-                )))
-            }
-        }))
-    }
-
-    /// The next record, reading as needed.
-    pub fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, FcgiError>> {
-        loop {
-            if let Some(event) = self.buffered_event()? {
-                return Poll::Ready(Ok(event));
-            }
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut self.io),
-                cx,
-                &mut self.buf
-            ))?;
-            if n == 0 {
-                return Poll::Ready(Err(if self.any {
-                    FcgiError::Protocol(record::EOF_MESSAGE.into())
-                } else {
-                    FcgiError::Closed
-                }));
-            }
-            self.any = true;
-        }
-    }
-
-    pub async fn next(&mut self) -> Result<Event, FcgiError> {
-        std::future::poll_fn(|cx| self.poll_event(cx)).await
-    }
-
-    pub fn into_io(self) -> ReadSide {
-        self.io
     }
 }
 
@@ -316,7 +133,7 @@ pub enum Pump {
 /// the connection's place in the pool. Dropped before its end (client gone, timeout), it
 /// aborts the request and closes the connection.
 pub struct Upstream {
-    records: Option<Records>,
+    records: Option<Records<ReadSide>>,
     pump: Pump,
     lease: Option<Lease>,
 }
@@ -356,7 +173,7 @@ impl Upstream {
         self.lease.take()
     }
 
-    fn records(&mut self) -> &mut Records {
+    fn records(&mut self) -> &mut Records<ReadSide> {
         self.records.as_mut().expect("records until finished")
     }
 
@@ -371,7 +188,7 @@ impl Upstream {
                     let records = self.records.as_mut().expect("records until finished");
                     tokio::select! {
                         biased;
-                        event = records.next() => event?,
+                        event = records.event() => event?,
                         joined = handle => {
                             self.pump = match joined {
                                 Ok(Ok(wr)) => Pump::Done(wr),
@@ -382,7 +199,7 @@ impl Upstream {
                         }
                     }
                 }
-                _ => self.records().next().await?,
+                _ => self.records().event().await?,
             };
             match event {
                 Event::Stdout(data) => {
@@ -443,14 +260,14 @@ impl Upstream {
             }
         }
         Ok(match parts.len() {
-            0 => super::empty(),
-            1 => super::full(parts.pop_front().expect("one part")),
+            0 => crate::proxy::empty(),
+            1 => crate::proxy::full(parts.pop_front().expect("one part")),
             _ => {
                 let mut all = BytesMut::new();
                 for p in parts {
                     all.extend_from_slice(&p);
                 }
-                super::full(all.freeze())
+                crate::proxy::full(all.freeze())
             }
         })
     }
@@ -473,11 +290,11 @@ impl Upstream {
         let (Some(records), Some(lease)) = (self.records.take(), self.lease.take()) else {
             return;
         };
-        if !records.buf.is_empty() {
+        if !records.is_drained() {
             return;
         }
         let stream = match (
-            records.into_io(),
+            records.into_inner(),
             std::mem::replace(&mut self.pump, Pump::None),
         ) {
             (ReadSide::Whole(stream), _) => stream,
@@ -516,14 +333,8 @@ impl Drop for Upstream {
         // Not finished: the client went away or a timeout struck. Tell php-fpm (best
         // effort: a full socket buffer drops it), then close the connection.
         let abort = abort_record();
-        match (&self.records, &self.pump) {
-            (
-                Some(Records {
-                    io: ReadSide::Whole(s),
-                    ..
-                }),
-                _,
-            ) => {
+        match (self.records.as_ref().map(Records::get_ref), &self.pump) {
+            (Some(ReadSide::Whole(s)), _) => {
                 let _ = s.try_write(&abort);
             }
             (_, Pump::Done(wr)) => {
@@ -534,6 +345,92 @@ impl Drop for Upstream {
         if let Pump::Running(handle) = &self.pump {
             handle.abort();
         }
+    }
+}
+
+impl Pools {
+    /// Runs one request on the tenant's pool: `params` are the CGI variables, `body` the
+    /// request body. A GET or HEAD (`retry`) that meets a kept connection php-fpm closed
+    /// meanwhile is sent once more on a fresh one; anything else is not, since running a
+    /// POST twice would be worse than a 502.
+    pub(super) async fn run(
+        &self,
+        socket: &Path,
+        max_children: u32,
+        params: &Params,
+        body: RequestBody,
+        retry: bool,
+    ) -> Result<Answer, PhpError> {
+        let mut wire = Vec::with_capacity(2048);
+        record::write_begin_request(
+            &mut wire,
+            REQUEST_ID,
+            record::ROLE_RESPONDER,
+            record::FLAG_KEEP_CONN,
+        );
+        params
+            .write(&mut wire)
+            .map_err(|e| PhpError::Bad(e.to_string()))?;
+        let streamed = match body {
+            RequestBody::Empty => {
+                record::write_stream(&mut wire, RecordType::Stdin, REQUEST_ID, &[]);
+                None
+            }
+            RequestBody::Whole(data) => {
+                record::write_stream(&mut wire, RecordType::Stdin, REQUEST_ID, &data);
+                None
+            }
+            RequestBody::Stream(body, limit) => Some((body, limit)),
+        };
+        let mut lease = self.lease(socket, max_children).await?;
+        let mut retry = retry && streamed.is_none();
+        let mut streamed = streamed;
+        loop {
+            let (mut stream, reused) = lease.connection().await?;
+            let sent = stream.write_all(&wire).await;
+            if let Err(e) = sent {
+                if reused && retry {
+                    retry = false;
+                    continue;
+                }
+                return Err(PhpError::Down(e.to_string()));
+            }
+            let mut upstream = match streamed.take() {
+                None => Upstream::new(ReadSide::Whole(stream), Pump::None, lease),
+                Some((body, limit)) => {
+                    let (rd, wr) = stream.into_split();
+                    let pump = spawn_pump(wr, body, limit);
+                    Upstream::new(ReadSide::Half(rd), Pump::Running(pump), lease)
+                }
+            };
+            let head =
+                match tokio::time::timeout(RESPONSE_TIMEOUT, upstream.read_head(MAX_HEAD)).await {
+                    Err(_) => return Err(PhpError::Timeout),
+                    Ok(head) => head,
+                };
+            return match head {
+                Ok((head, rest)) => {
+                    let body = upstream.into_body(rest).map_err(head_error)?;
+                    Ok(Answer { head, body })
+                }
+                Err(HeadError::Fcgi(FcgiError::Closed)) if reused && retry => {
+                    retry = false;
+                    lease = upstream.take_lease().expect("not finished");
+                    continue;
+                }
+                Err(e) => Err(head_error(e)),
+            };
+        }
+    }
+}
+
+fn head_error(e: HeadError) -> PhpError {
+    match e {
+        HeadError::TooLarge => PhpError::Bad("response headers are too large".into()),
+        HeadError::Fcgi(e) => PhpError::Bad(e.to_string()),
+        HeadError::Pump(PumpError::TooLarge) => PhpError::TooLarge,
+        HeadError::Pump(PumpError::Client(e)) => PhpError::Client(e),
+        HeadError::Pump(PumpError::Upstream(e)) => PhpError::Bad(e.to_string()),
     }
 }
 
@@ -638,42 +535,8 @@ impl hyper::body::Body for StreamedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn params_encode_as_the_generic_writer_does_and_split_between_pairs() {
-        let mut p = Params::default();
-        p.add("SCRIPT_FILENAME", "/srv/a/index.php");
-        p.add("LONG", vec![b'v'; 300]);
-        p.add_header("accept-language", &[b"en", b"fr"], b", ");
-        let mut ours = Vec::new();
-        p.write(&mut ours).unwrap();
-        let expected: Vec<record::Param> = vec![
-            (b"SCRIPT_FILENAME".to_vec(), b"/srv/a/index.php".to_vec()),
-            (b"LONG".to_vec(), vec![b'v'; 300]),
-            (b"HTTP_ACCEPT_LANGUAGE".to_vec(), b"en, fr".to_vec()),
-        ];
-        let mut theirs = Vec::new();
-        record::write_params(&mut theirs, REQUEST_ID, &expected).unwrap();
-        assert_eq!(ours, theirs);
-
-        // Many pairs: several records, each ending on a pair boundary.
-        let mut p = Params::default();
-        let mut pairs = Vec::new();
-        for i in 0..40 {
-            let value = vec![b'a' + (i % 26) as u8; 3000];
-            p.add(&format!("V{i}"), &value);
-            pairs.push((format!("V{i}").into_bytes(), value));
-        }
-        let mut ours = Vec::new();
-        p.write(&mut ours).unwrap();
-        let mut theirs = Vec::new();
-        record::write_params(&mut theirs, REQUEST_ID, &pairs).unwrap();
-        assert_eq!(ours, theirs);
-
-        let mut p = Params::default();
-        p.add("HUGE", vec![0u8; 70_000]);
-        assert!(p.write(&mut Vec::new()).is_err());
-    }
+    use crate::fastcgi::testing::{answer, read_request};
+    use tokio::net::UnixListener;
 
     #[test]
     fn the_end_of_a_header_block() {
@@ -684,5 +547,133 @@ mod tests {
         assert_eq!(head_end(b"A: b\r\nC: d\r\n"), None);
         assert_eq!(head_end(b"A: b\r\n\r"), None);
         assert_eq!(head_end(b""), None);
+    }
+
+    fn socket_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lodge-php-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn params() -> Params {
+        let mut p = Params::default();
+        p.add("REQUEST_METHOD", "GET");
+        p
+    }
+
+    const HEAD: &[u8] = b"Content-Type: text/plain\r\n\r\n";
+
+    #[tokio::test]
+    async fn short_answers_reuse_the_connection_and_a_closed_one_is_replaced() {
+        let path = socket_path("reuse.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Serves two requests on its first connection and hangs up (pm.max_requests = 2),
+        // then one more on a second connection.
+        let server = tokio::spawn(async move {
+            let mut accepted = 0;
+            for per_conn in [2, 1] {
+                let (s, _) = listener.accept().await.unwrap();
+                accepted += 1;
+                let (rd, mut wr) = s.into_split();
+                let mut records = Records::new(rd);
+                for _ in 0..per_conn {
+                    let seen = read_request(&mut records).await.unwrap();
+                    assert_eq!(seen.flags, record::FLAG_KEEP_CONN);
+                    let mut wire = Vec::new();
+                    answer(&mut wire, HEAD, format!("conn {accepted}").as_bytes());
+                    wr.write_all(&wire).await.unwrap();
+                }
+            }
+            accepted
+        });
+        let pools = Pools::default();
+        let mut bodies = Vec::new();
+        for _ in 0..3 {
+            let a = pools
+                .run(&path, 4, &params(), RequestBody::Empty, true)
+                .await
+                .unwrap();
+            assert_eq!(a.head.status, 200);
+            // A short answer comes back whole, its length known.
+            assert!(hyper::body::Body::size_hint(&a.body).exact().is_some());
+            bodies.push(a.body.collect().await.unwrap().to_bytes());
+            // Let the server hang up before the next request looks at the kept connection.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(bodies, ["conn 1", "conn 1", "conn 2"]);
+        assert_eq!(server.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn long_answers_stream_and_a_dropped_body_aborts_the_request() {
+        let path = socket_path("stream.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let expected = big.clone();
+        let server = tokio::spawn(async move {
+            // First: a 3 MB answer, written while the client reads.
+            let (s, _) = listener.accept().await.unwrap();
+            let (rd, mut wr) = s.into_split();
+            let mut records = Records::new(rd);
+            read_request(&mut records).await.unwrap();
+            let mut wire = Vec::new();
+            answer(&mut wire, HEAD, &big);
+            wr.write_all(&wire).await.unwrap();
+            // Second: an endless answer; the client goes away.
+            read_request(&mut records).await.unwrap();
+            let mut wire = Vec::new();
+            record::write_record(&mut wire, RecordType::Stdout, REQUEST_ID, b"\r\n");
+            wr.write_all(&wire).await.unwrap();
+            let chunk = vec![b'x'; 60_000];
+            let mut wire = Vec::new();
+            record::write_record(&mut wire, RecordType::Stdout, REQUEST_ID, &chunk);
+            let mut sent = 0usize;
+            while wr.write_all(&wire).await.is_ok() {
+                sent += 1;
+                if sent > 10_000 {
+                    panic!("the client never let go");
+                }
+            }
+            // What came after the request: the abort record, then the end of the stream.
+            let abort = records.record().await.unwrap();
+            let after = records.record().await;
+            (abort.header, after.is_err())
+        });
+        let pools = Pools::default();
+        let a = pools
+            .run(&path, 1, &params(), RequestBody::Empty, true)
+            .await
+            .unwrap();
+        let mut body = a.body;
+        let (mut frames, mut got) = (0, Vec::new());
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(data.len() <= 64 * 1024 + 16, "{} bytes at once", data.len());
+            frames += 1;
+            got.extend_from_slice(&data);
+        }
+        assert!(got == expected, "the streamed body differs");
+        assert!(frames > 10, "{frames} frames");
+
+        let a = pools
+            .run(&path, 1, &params(), RequestBody::Empty, true)
+            .await
+            .unwrap();
+        let mut body = a.body;
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        let (abort, closed) = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the connection is closed")
+            .unwrap();
+        assert_eq!(
+            (abort.record_type, abort.request_id, abort.content_length),
+            (RecordType::AbortRequest, REQUEST_ID, 0)
+        );
+        assert!(closed, "nothing after the abort but the end of the stream");
+        // The permit came back: another request may start at once.
+        assert_eq!(pools.free_permits(&path, 1), 1);
     }
 }
