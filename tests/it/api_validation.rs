@@ -69,7 +69,7 @@ fn bad_passwords() -> Vec<String> {
         "abcde\r\nfghijk".into(),
         "\u{7f}abcdefghijk".into(),
         "x".repeat(257),
-        "\u{e9}".repeat(129), // 258 bytes
+        "\u{e9}".repeat(257), // 257 characters, 514 bytes
     ]
 }
 
