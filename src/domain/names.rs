@@ -8,7 +8,7 @@ use std::fmt;
 /// System accounts and words a tenant may never be called, even where no such account
 /// exists on this machine yet: a tenant named `root` or `www-data` is a trap for every
 /// script that later trusts the name.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "root",
     "daemon",
     "bin",
