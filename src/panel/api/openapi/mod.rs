@@ -425,10 +425,7 @@ fn query_parameters(op: &Op) -> Vec<Value> {
 }
 
 fn parameters(op: &Op) -> Vec<Value> {
-    let mut params: Vec<Value> = op
-        .path
-        .split('/')
-        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    let mut params: Vec<Value> = path_parameter_names(op.path)
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_schema(op.path, name)}))
         .collect();
     params.extend(query_parameters(op));
@@ -473,14 +470,84 @@ fn refusal(status: u16, op: &Op) -> Value {
     response
 }
 
+/// Where a created object's answer leads (OpenAPI links, which a client or a fuzzer follows):
+/// the creating operation, the paths of the operations on the object, the parameter the
+/// answer fills and the field it takes it from.
+const LINKS: &[(&str, &str, &str, &str)] = &[
+    ("POST /plans", "/plans/{name}", "name", "name"),
+    ("POST /users", "/users/{username}", "username", "username"),
+    ("POST /tenants", "/tenants/{name}", "name", "name"),
+    (
+        "POST /tenants/{name}/vhosts",
+        "/vhosts/{domain}",
+        "domain",
+        "domain",
+    ),
+    (
+        "POST /tenants/{name}/vhosts",
+        "/tenants/{name}/vhosts/{domain}",
+        "domain",
+        "domain",
+    ),
+];
+
+fn operation_id(op: &Op) -> String {
+    format!(
+        "{}{}",
+        op.method.to_lowercase(),
+        op.path.replace(['/', '{', '}', '.'], "_")
+    )
+}
+
+fn path_parameter_names(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+/// The links of `op`'s answer: every operation under a path it creates, each parameter filled
+/// from the answer or from `op`'s own path.
+fn links(op: &Op) -> Map<String, Value> {
+    let name = format!("{} {}", op.method, op.path);
+    let mut links = Map::new();
+    for (_, under, param, field) in LINKS.iter().filter(|l| l.0 == name) {
+        // Only the operations whose every parameter the answer or `op`'s path can fill.
+        let fillable = |p: &str| p == *param || path_parameter_names(op.path).any(|q| q == p);
+        let targets = OPS.iter().filter(|t| {
+            (t.path == *under || t.path.starts_with(&format!("{under}/")))
+                && path_parameter_names(t.path).all(fillable)
+        });
+        for target in targets {
+            let parameters: Map<String, Value> = path_parameter_names(target.path)
+                .map(|p| {
+                    let source = if p == *param {
+                        format!("$response.body#/{field}")
+                    } else {
+                        format!("$request.path.{p}")
+                    };
+                    (p.to_owned(), json!(source))
+                })
+                .collect();
+            links.insert(
+                operation_id(target),
+                json!({"operationId": operation_id(target), "parameters": parameters}),
+            );
+        }
+    }
+    links
+}
+
 fn operation(op: &Op) -> Value {
     let mut responses = Map::new();
-    let ok = match op.ok.1 {
+    let mut ok = match op.ok.1 {
         Some(schema) => {
             json!({"description": "success", "content": {"application/json": {"schema": schema_ref(schema)}}})
         }
         None => json!({"description": "success"}),
     };
+    let links = links(op);
+    if !links.is_empty() {
+        ok["links"] = Value::Object(links);
+    }
     responses.insert(op.ok.0.to_string(), ok);
     let mut refusals: Vec<u16> = op.refusals.to_vec();
     if op.auth || op.body.is_some() {
@@ -503,7 +570,7 @@ fn operation(op: &Op) -> Value {
     let mut value = json!({
         "summary": op.summary,
         "tags": [op.tag],
-        "operationId": format!("{}{}", op.method.to_lowercase(), op.path.replace(['/', '{', '}', '.'], "_")),
+        "operationId": operation_id(op),
         "parameters": parameters(op),
         "responses": responses,
     });
