@@ -105,7 +105,8 @@ impl PageRequest {
         if !(1..=500).contains(&limit) {
             return Err(ControlError::invalid("limit", "must be between 1 and 500"));
         }
-        if after.as_ref().is_some_and(|a| a.len() > 300) {
+        // Characters, as the API's document can state them.
+        if after.as_ref().is_some_and(|a| a.chars().count() > 300) {
             return Err(ControlError::invalid(
                 "after",
                 "is not a cursor lodge gave out",
