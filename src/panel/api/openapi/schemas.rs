@@ -6,6 +6,7 @@
 //! a name taken). Optional fields take `null` for "not given", as the API reads them.
 
 use super::patterns as p;
+use crate::domain::plan::{self, Bound};
 use serde_json::{json, Value};
 
 pub fn schema_ref(name: &str) -> Value {
@@ -143,18 +144,25 @@ fn accounts() -> Value {
     })
 }
 
+/// A plan's number, in the range `crate::domain::plan` checks it against.
+fn plan_number(bound: Bound) -> Value {
+    opt_integer(bound.min, bound.max)
+}
+
 fn plans() -> Value {
     let plan_php = json!({"type": "object", "additionalProperties": false, "properties": {
         "pm": or_null(json!({"enum": ["ondemand", "dynamic", "static"]})),
-        "max_children": opt_integer(1, 1000), "max_requests": opt_integer(0, 1_000_000),
-        "memory_limit_mb": opt_integer(16, 16_384), "upload_max_mb": opt_integer(1, 10_240),
-        "max_execution_time": opt_integer(1, 86_400),
-        "disable_functions": or_null(json!({"type": "array", "maxItems": 200,
+        "max_children": plan_number(plan::PHP_MAX_CHILDREN),
+        "max_requests": plan_number(plan::PHP_MAX_REQUESTS),
+        "memory_limit_mb": plan_number(plan::PHP_MEMORY_LIMIT_MB),
+        "upload_max_mb": plan_number(plan::PHP_UPLOAD_MAX_MB),
+        "max_execution_time": plan_number(plan::PHP_MAX_EXECUTION_TIME),
+        "disable_functions": or_null(json!({"type": "array", "maxItems": plan::MAX_DISABLED_FUNCTIONS,
             "items": {"type": "string", "pattern": p::PHP_FUNCTION}}))}});
     let fields = |name: Value| {
-        json!({"name": name, "max_vhosts": opt_integer(0, 100_000), "php": or_null(schema_ref("PlanPhp")),
-            "disk_mb": opt_integer(0, 100_000_000), "memory_mb": opt_integer(64, 1_048_576),
-            "cpu_percent": opt_integer(1, 6400), "max_processes": opt_integer(8, 100_000)})
+        json!({"name": name, "max_vhosts": plan_number(plan::MAX_VHOSTS), "php": or_null(schema_ref("PlanPhp")),
+            "disk_mb": plan_number(plan::DISK_MB), "memory_mb": plan_number(plan::MEMORY_MB),
+            "cpu_percent": plan_number(plan::CPU_PERCENT), "max_processes": plan_number(plan::MAX_PROCESSES)})
     };
     let plan_php_out = json!({"type": "object", "properties": {
         "pm": output("string"), "max_children": output("integer"), "max_requests": output("integer"),
@@ -177,15 +185,21 @@ fn plans() -> Value {
 }
 
 fn tenants() -> Value {
-    let seconds = "seconds, 1 to 86400; above the tenant's plan is a 409";
+    // A tenant's own setting is capped by its plan (a 409 above it), so by the largest a
+    // plan may set.
+    let largest = |bound: Bound| bound.max as u64;
+    let seconds = format!(
+        "seconds, 1 to {}; above the tenant's plan is a 409",
+        plan::PHP_MAX_EXECUTION_TIME.max
+    );
     json!({
         "PhpSettings": {"type": "object", "additionalProperties": false,
             "description": "whitelisted PHP settings; null removes one", "properties": {
-            "memory_limit": php_megabytes(16, 16_384),
-            "upload_max_filesize": php_megabytes(1, 10_240),
-            "post_max_size": php_megabytes(1, 10_240),
-            "max_execution_time": php_count(1, 86_400, seconds),
-            "max_input_time": php_count(1, 86_400, seconds),
+            "memory_limit": php_megabytes(16, largest(plan::PHP_MEMORY_LIMIT_MB)),
+            "upload_max_filesize": php_megabytes(1, largest(plan::PHP_UPLOAD_MAX_MB)),
+            "post_max_size": php_megabytes(1, largest(plan::PHP_UPLOAD_MAX_MB)),
+            "max_execution_time": php_count(1, largest(plan::PHP_MAX_EXECUTION_TIME), &seconds),
+            "max_input_time": php_count(1, largest(plan::PHP_MAX_EXECUTION_TIME), &seconds),
             "max_input_vars": php_count(100, 100_000, "form fields per request"),
             "session.gc_maxlifetime": php_count(60, 2_592_000, "seconds a session lives"),
             "display_errors": php_flag(), "short_open_tag": php_flag(), "allow_url_fopen": php_flag(),
