@@ -4,7 +4,8 @@
 //! invalid ones refused; authentication; deleted objects gone). Any finding fails the test.
 //!
 //! `scripts/test` installs the pinned schemathesis (`scripts/schemathesis-requirements.txt`)
-//! and names it in `LODGE_SCHEMATHESIS`; without it this test fails rather than skips.
+//! and names it in `LODGE_SCHEMATHESIS`; without it this test fails rather than skips. It
+//! keeps a core busy for a minute or more, so `scripts/test` runs it after the others, alone.
 
 use crate::harness::*;
 use serde_json::{json, Value};
