@@ -6,7 +6,8 @@ use std::fmt;
 
 /// Top-level directories of a tenant's home that hold lodge's own files (logs, sessions,
 /// temporary uploads): never served as a site.
-const RESERVED_TOP: &[&str] = &["logs", "tmp", "sessions", "conf", "php", "run", "backups"];
+pub(crate) const RESERVED_TOP: &[&str] =
+    &["logs", "tmp", "sessions", "conf", "php", "run", "backups"];
 
 const MAX_LEN: usize = 255;
 const MAX_DEPTH: usize = 8;

@@ -23,6 +23,9 @@ pub use php::{
 pub use plan::{PlanChanges, PlanLimits, PlanPhpChanges};
 pub use state::{AppliedState, TenantState};
 pub use tls::{RedirectWww, TlsMode, TlsPem};
+// The API's document states these lists in its patterns.
+pub(crate) use docroot::RESERVED_TOP as RESERVED_DOCROOTS;
+pub(crate) use names::RESERVED as RESERVED_TENANT_NAMES;
 
 use serde::Serialize;
 

@@ -8,7 +8,7 @@ use std::fmt;
 /// System accounts and words a tenant may never be called, even where no such account
 /// exists on this machine yet: a tenant named `root` or `www-data` is a trap for every
 /// script that later trusts the name.
-const RESERVED: &[&str] = &[
+pub(crate) const RESERVED: &[&str] = &[
     "root",
     "daemon",
     "bin",
@@ -335,13 +335,16 @@ text_enum! {
 pub struct Password(String);
 
 impl Password {
-    /// 10 to 256 bytes (argon2 of a megabyte is a cheap denial of service), no control characters.
+    /// 10 to 256 characters (argon2 of a megabyte is a cheap denial of service; 256
+    /// characters are at most 1 KiB), no control characters. Characters rather than bytes,
+    /// so the API's document can state the bound.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.chars().count() < 10 {
+        let chars = raw.chars().count();
+        if chars < 10 {
             return invalid("must be at least 10 characters");
         }
-        if raw.len() > 256 {
-            return invalid("must be at most 256 bytes");
+        if chars > 256 {
+            return invalid("must be at most 256 characters");
         }
         if raw.chars().any(|c| c.is_control()) {
             return invalid("must not contain control characters");

@@ -252,6 +252,22 @@ impl PhpSettings {
         map: &Map<String, Value>,
         bounds: &PhpBounds,
     ) -> Result<(), Vec<FieldError>> {
+        self.merge_checked(map, bounds, true)
+    }
+
+    /// Whether a JSON object of settings is well-formed, whatever the plan's limits and the
+    /// time zones this machine knows: settings that are, but still refused, conflict with the
+    /// tenant's plan or the machine rather than being malformed.
+    pub fn well_formed(map: &Map<String, Value>) -> Result<(), Vec<FieldError>> {
+        PhpSettings::default().merge_checked(map, &PhpBounds::UNBOUNDED, false)
+    }
+
+    fn merge_checked(
+        &mut self,
+        map: &Map<String, Value>,
+        bounds: &PhpBounds,
+        known_zones_only: bool,
+    ) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if map.len() > SETTINGS.len() {
             errors.push(FieldError::new(
@@ -274,7 +290,7 @@ impl PhpSettings {
                 next.remove(setting.key);
                 continue;
             }
-            match parse_value(setting.kind, value, bounds) {
+            match parse_value(setting.kind, value, bounds, known_zones_only) {
                 Ok(v) => {
                     next.insert(setting.key, v);
                 }
@@ -367,7 +383,12 @@ impl PhpSettings {
     }
 }
 
-fn parse_value(kind: Kind, value: &Value, bounds: &PhpBounds) -> Result<PhpValue, Invalid> {
+fn parse_value(
+    kind: Kind,
+    value: &Value,
+    bounds: &PhpBounds,
+    known_zones_only: bool,
+) -> Result<PhpValue, Invalid> {
     match kind {
         Kind::Megabytes { min, cap } => {
             let mb = megabytes(value)?;
@@ -409,7 +430,7 @@ fn parse_value(kind: Kind, value: &Value, bounds: &PhpBounds) -> Result<PhpValue
             let Value::String(s) = value else {
                 return invalid("must be a time zone name, like Europe/Berlin");
             };
-            timezone(s).map(PhpValue::Timezone)
+            timezone(s, known_zones_only).map(PhpValue::Timezone)
         }
     }
 }
@@ -449,8 +470,8 @@ fn megabytes(value: &Value) -> Result<u32, Invalid> {
 }
 
 /// `Area/City` names as in the tz database; the name must also exist in this machine's
-/// zoneinfo when it has one, so PHP will not fall back to UTC with a warning.
-fn timezone(s: &str) -> Result<String, Invalid> {
+/// zoneinfo when it has one (and `known_only`), so PHP will not fall back to UTC with a warning.
+fn timezone(s: &str, known_only: bool) -> Result<String, Invalid> {
     let well_formed = !s.is_empty()
         && s.len() <= 64
         && s.split('/').count() <= 3
@@ -464,7 +485,7 @@ fn timezone(s: &str) -> Result<String, Invalid> {
         return invalid("must be a time zone name, like Europe/Berlin");
     }
     let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
-    if s != "UTC" && zoneinfo.is_dir() && !zoneinfo.join(s).is_file() {
+    if known_only && s != "UTC" && zoneinfo.is_dir() && !zoneinfo.join(s).is_file() {
         return invalid("is not a known time zone");
     }
     Ok(s.to_owned())

@@ -170,7 +170,7 @@ async fn a_new_password_ends_old_tokens() {
     let (status, body) = resa
         .patch("/users/resa", json!({"password": "resa-password-2"}))
         .await;
-    assert_invalid(status, &body, "current_password", "no current password");
+    assert_refused(status, &body, "current_password", "no current password");
     assert_eq!(
         resa.get("/me").await.0,
         200,

@@ -378,7 +378,7 @@ async fn reseller_manages_its_own_tenants_only() {
             json!({"name": "golf", "plan": "basic", "owner": "alpha"}),
         )
         .await;
-    assert_invalid(status, &body, "owner", "owner naming a tenant login");
+    assert_refused(status, &body, "owner", "owner naming a tenant login");
 }
 
 /// A tenant login sees its own tenant, changes its PHP settings and its vhosts within its
@@ -413,7 +413,7 @@ async fn tenant_login_works_within_its_tenant_and_plan() {
         .alpha
         .patch("/tenants/alpha", json!({"php": {"memory_limit": "512M"}}))
         .await;
-    assert_invalid(
+    assert_refused(
         status,
         &body,
         "php.memory_limit",
@@ -423,7 +423,7 @@ async fn tenant_login_works_within_its_tenant_and_plan() {
         .alpha
         .patch("/tenants/alpha", json!({"php": {"max_execution_time": 61}}))
         .await;
-    assert_invalid(status, &body, "php.max_execution_time", "above the plan");
+    assert_refused(status, &body, "php.max_execution_time", "above the plan");
 
     // Plan `small` allows two vhosts; alpha has one.
     let v = create_vhost(&w.alpha, "alpha", "shop.alpha.example.com").await;
@@ -466,7 +466,7 @@ async fn tenant_login_works_within_its_tenant_and_plan() {
             json!({"password": "alpha-new-password", "current_password": "wrong-password-1"}),
         )
         .await;
-    assert_invalid(status, &body, "current_password", "wrong current password");
+    assert_refused(status, &body, "current_password", "wrong current password");
     let (status, me) = w
         .alpha
         .patch(

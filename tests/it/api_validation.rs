@@ -69,7 +69,7 @@ fn bad_passwords() -> Vec<String> {
         "abcde\r\nfghijk".into(),
         "\u{7f}abcdefghijk".into(),
         "x".repeat(257),
-        "\u{e9}".repeat(129), // 258 bytes
+        "\u{e9}".repeat(257), // 257 characters, 514 bytes
     ]
 }
 
@@ -100,6 +100,14 @@ async fn fixture() -> (App, Api) {
 }
 
 /// Sends `body` and asserts a 422 problem naming `field`.
+/// Sends a well-formed request the current state refuses: 409 naming `field`.
+async fn conflicting(api: &Api, m: Method, path: &str, body: Value, field: &str) {
+    let r = api.send(m.clone(), path, Some(&body)).await;
+    let what = format!("{m} {path} {body}");
+    assert_refused(r.status, &r.json, field, &what);
+    assert_eq!(r.content_type(), "application/problem+json", "{what}");
+}
+
 async fn refused(api: &Api, m: Method, path: &str, body: Value, field: &str) {
     let r = api.send(m.clone(), path, Some(&body)).await;
     let what = format!("{m} {path} {body}");
@@ -157,7 +165,7 @@ async fn hostile_tenant_fields_are_refused() {
     }
     match system_account_name() {
         Some(name) => {
-            refused(
+            conflicting(
                 &admin,
                 Method::POST,
                 "/tenants",
@@ -214,11 +222,20 @@ async fn hostile_tenant_fields_are_refused() {
         "plan",
     )
     .await;
-    refused(
+    // A plan that does not exist: well-formed, refused by the state.
+    conflicting(
         &admin,
         Method::PATCH,
         "/tenants/acme",
         json!({"plan": "nope"}),
+        "plan",
+    )
+    .await;
+    conflicting(
+        &admin,
+        Method::POST,
+        "/tenants",
+        json!({"name": "fresh", "plan": "nope"}),
         "plan",
     )
     .await;
@@ -405,7 +422,7 @@ async fn hostile_plan_fields_are_refused() {
         )
         .await;
     }
-    refused(
+    conflicting(
         &admin,
         Method::PATCH,
         "/plans/basic",
@@ -515,7 +532,7 @@ async fn hostile_user_fields_are_refused() {
         "limits",
     )
     .await;
-    refused(
+    conflicting(
         &admin,
         Method::POST,
         "/users",
@@ -751,8 +768,8 @@ async fn hostile_vhost_fields_are_refused() {
         "aliases",
     )
     .await;
-    // An alias equal to the domain, or listed twice.
-    refused(
+    // An alias equal to the domain, or listed twice: a name already served, by this vhost.
+    conflicting(
         &admin,
         Method::POST,
         create,
@@ -760,7 +777,7 @@ async fn hostile_vhost_fields_are_refused() {
         "aliases[0]",
     )
     .await;
-    refused(
+    conflicting(
         &admin,
         Method::POST,
         create,
@@ -768,8 +785,16 @@ async fn hostile_vhost_fields_are_refused() {
         "aliases[1]",
     )
     .await;
-    // HTTPS redirects need TLS.
+    // HTTPS redirects need TLS: malformed in a new vhost, a conflict with a stored one.
     refused(
+        &admin,
+        Method::POST,
+        create,
+        json!({"domain": "new.example.com", "redirect_https": true}),
+        "redirect_https",
+    )
+    .await;
+    conflicting(
         &admin,
         Method::PATCH,
         update,
@@ -841,8 +866,17 @@ async fn hostile_tls_material_is_refused() {
         )
         .await;
     }
-    // Custom TLS needs both.
+    // Custom TLS needs both: malformed in a new vhost, a conflict with a stored one that
+    // has neither.
     refused(
+        &admin,
+        Method::POST,
+        "/tenants/acme/vhosts",
+        json!({"domain": "new.example.com", "tls_mode": "custom", "tls_key": KEY}),
+        "tls_certificate",
+    )
+    .await;
+    conflicting(
         &admin,
         Method::PATCH,
         update,
@@ -850,7 +884,7 @@ async fn hostile_tls_material_is_refused() {
         "tls_certificate",
     )
     .await;
-    refused(
+    conflicting(
         &admin,
         Method::PATCH,
         update,
@@ -913,22 +947,37 @@ async fn hostile_php_settings_are_refused() {
             )
             .await;
         }
-        // Above the plan (256M memory, 64M uploads, 60 s), or below the floor.
+        // Below the floor or outside what any plan allows: malformed.
         let out_of_range = match *key {
-            "memory_limit" => vec![json!("257M"), json!("1G"), json!("15M"), json!(0)],
-            "upload_max_filesize" | "post_max_size" => vec![json!("65M"), json!("1G"), json!("0M")],
-            "max_execution_time" | "max_input_time" => vec![json!(61), json!(0), json!("3600")],
+            "memory_limit" => vec![json!("15M"), json!(0)],
+            "upload_max_filesize" | "post_max_size" => vec![json!("0M")],
+            "max_execution_time" | "max_input_time" => vec![json!(0)],
             "max_input_vars" => vec![json!(99), json!(100_001)],
             "session.gc_maxlifetime" => vec![json!(59), json!(2_592_001)],
-            "date.timezone" => vec![
-                json!("Mars/Olympus"),
-                json!("Europe/../Berlin"),
-                json!("Europe/Berlin\n"),
-            ],
+            "date.timezone" => vec![json!("Europe/../Berlin"), json!("Europe/Berlin\n")],
             _ => vec![json!("yes"), json!(2), json!("enabled")],
         };
         for v in out_of_range {
             refused(
+                &login,
+                Method::PATCH,
+                "/tenants/acme",
+                json!({"php": {*key: v}}),
+                &field,
+            )
+            .await;
+        }
+        // Above this tenant's plan (256M memory, 64M uploads, 60 s), or a time zone this
+        // machine does not know: well-formed, refused by the state.
+        let refused_here = match *key {
+            "memory_limit" => vec![json!("257M"), json!("1G")],
+            "upload_max_filesize" | "post_max_size" => vec![json!("65M"), json!("1G")],
+            "max_execution_time" | "max_input_time" => vec![json!(61), json!("3600")],
+            "date.timezone" => vec![json!("Mars/Olympus")],
+            _ => vec![],
+        };
+        for v in refused_here {
+            conflicting(
                 &login,
                 Method::PATCH,
                 "/tenants/acme",

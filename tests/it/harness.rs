@@ -429,6 +429,20 @@ pub fn assert_invalid(status: u16, body: &Value, field: &str, what: &str) {
     );
 }
 
+/// Asserts a 409 whose `errors` name `field`: well-formed input the current state refuses.
+#[track_caller]
+pub fn assert_refused(status: u16, body: &Value, field: &str, what: &str) {
+    assert_eq!(
+        status, 409,
+        "{what}: expected 409 naming {field}, got {body}"
+    );
+    let fields = error_fields(body);
+    assert!(
+        fields.iter().any(|f| f == field),
+        "{what}: expected a refusal of {field:?}, got {fields:?} in {body}"
+    );
+}
+
 /// Asserts a 409 naming `field`.
 #[track_caller]
 pub fn assert_conflict(status: u16, body: &Value, field: &str, what: &str) {

@@ -11,6 +11,8 @@ mod access_log;
 mod api_audit;
 mod api_auth;
 mod api_conflicts;
+// The API against its OpenAPI document, by a property-based fuzzer.
+mod api_contract;
 mod api_roles;
 mod api_validation;
 mod security;

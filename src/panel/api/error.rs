@@ -53,6 +53,16 @@ fn field_errors(errors: &[FieldError]) -> Value {
     serde_json::to_value(errors).unwrap_or_default()
 }
 
+/// A problem naming each refused field in `errors`, and all of them in `detail`.
+fn field_problem(status: StatusCode, errors: &[FieldError]) -> Response {
+    let detail = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    problem(status, &detail, Some(("errors", field_errors(errors))))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -75,17 +85,9 @@ impl IntoResponse for ApiError {
                     )),
                 ),
                 ControlError::Invalid(errors) => {
-                    let detail = errors
-                        .iter()
-                        .map(|e| format!("{}: {}", e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    problem(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &detail,
-                        Some(("errors", field_errors(&errors))),
-                    )
+                    field_problem(StatusCode::UNPROCESSABLE_ENTITY, &errors)
                 }
+                ControlError::Refused(errors) => field_problem(StatusCode::CONFLICT, &errors),
                 ControlError::Unauthorized(why) => {
                     let mut r = problem(StatusCode::UNAUTHORIZED, &why, None);
                     r.headers_mut().insert(

@@ -10,6 +10,7 @@ use crate::store::rows::UserRow;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -95,14 +96,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize(&mut de) {
+    let mut value: Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::BadRequest("the body is not valid JSON".into()))?;
+    whole_numbers(&mut value);
+    match serde_path_to_error::deserialize(value) {
         Ok(v) => Ok(v),
         Err(e) => {
             let inner = e.inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return Err(ApiError::BadRequest("the body is not valid JSON".into()));
-            }
             let path = e.path().to_string();
             let field = if path == "." || path.is_empty() {
                 "body".to_owned()
@@ -114,6 +114,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 FieldError::new(field, message),
             ])))
         }
+    }
+}
+
+/// Writes every number without a fraction as a whole number: JSON (and the JSON Schema of
+/// the API's document) does not tell `5.0` from `5`, so neither does the API.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                // Within i64 (2^63 is exactly representable; the range is half open).
+                if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 
@@ -142,17 +160,21 @@ impl ApiQuery {
         self.0.get(key).map(String::as_str)
     }
 
+    /// A whole-number parameter; given but empty or not a number is malformed, on every route.
+    pub fn integer(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(key) {
+            Some(raw) => raw
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ControlError::invalid(key, "must be a whole number").into()),
+            None => Ok(None),
+        }
+    }
+
     /// `?limit=` and `?after=` as a page request.
     pub fn page(&self) -> Result<crate::panel::control::PageRequest, ApiError> {
-        let limit = match self.get("limit") {
-            Some(l) => Some(
-                l.parse::<i64>()
-                    .map_err(|_| ControlError::invalid("limit", "must be a whole number"))?,
-            ),
-            None => None,
-        };
         Ok(crate::panel::control::PageRequest::new(
-            limit,
+            self.integer("limit")?,
             self.get("after").map(str::to_owned),
         )?)
     }

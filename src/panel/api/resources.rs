@@ -78,12 +78,31 @@ pub async fn create_token(
     ))
 }
 
-pub async fn list_tokens(State(state): State<AppState>, ApiActor(actor): ApiActor) -> ApiResult {
-    let rows = tokens::list(&state.control, &actor).await?;
-    Ok(
-        Json(json!({"items": rows.iter().map(|t| t.json()).collect::<Vec<_>>(), "next": null}))
-            .into_response(),
-    )
+/// Tokens are paged like every other collection (oldest first, by id), though an account
+/// has few: `?limit=` and `?after=` mean the same on every route.
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    q: ApiQuery,
+) -> ApiResult {
+    let page = q.page()?;
+    let after: Option<i64> = match page.after.as_deref() {
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| ControlError::invalid("after", "is not a cursor lodge gave out"))?,
+        ),
+        None => None,
+    };
+    let rows: Vec<_> = tokens::list(&state.control, &actor)
+        .await?
+        .into_iter()
+        .filter(|t| after.is_none_or(|a| t.id > a))
+        .take(page.fetch() as usize)
+        .collect();
+    Ok(collection(
+        Page::from_rows(rows, &page, |t| t.id.to_string()),
+        |t| t.json(),
+    ))
 }
 
 pub async fn revoke_token(
@@ -386,7 +405,9 @@ pub async fn vhost_access_log(
     Path((name, domain)): Path<(String, String)>,
     q: ApiQuery,
 ) -> ApiResult {
-    let request = access_log::TailRequest::parse(q.get("lines"), q.get("q"))?;
+    // The dashboard's form leaves `lines` empty for the default; the API takes a number.
+    let lines = q.integer("lines")?.map(|n| n.to_string());
+    let request = access_log::TailRequest::parse(lines.as_deref(), q.get("q"))?;
     let log = access_log::tail(&state.control, &actor, &name, &domain, &request).await?;
     Ok(Json(json!({
         "tenant": log.tenant,

@@ -43,8 +43,13 @@ pub enum ControlError {
         field: &'static str,
         message: String,
     },
+    /// Input that is malformed whatever the state: the API answers 422.
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
+    /// Well-formed input the current state refuses (a plan that does not exist, a value above
+    /// the tenant's plan): the API answers 409, naming each field.
+    #[error("refused input")]
+    Refused(Vec<FieldError>),
     #[error("{0}")]
     Unauthorized(String),
     #[error(transparent)]
@@ -66,6 +71,10 @@ impl From<sqlx::Error> for ControlError {
 impl ControlError {
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ControlError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    pub fn refused(field: &str, message: impl Into<String>) -> Self {
+        ControlError::Refused(vec![FieldError::new(field, message)])
     }
 }
 
@@ -96,7 +105,8 @@ impl PageRequest {
         if !(1..=500).contains(&limit) {
             return Err(ControlError::invalid("limit", "must be between 1 and 500"));
         }
-        if after.as_ref().is_some_and(|a| a.len() > 300) {
+        // Characters, as the API's document can state them.
+        if after.as_ref().is_some_and(|a| a.chars().count() > 300) {
             return Err(ControlError::invalid(
                 "after",
                 "is not a cursor lodge gave out",

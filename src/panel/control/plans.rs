@@ -134,13 +134,17 @@ pub async fn update(
     actor.require_admin("change plans")?;
     let before = get(ctl, actor, name).await?;
     let mut checks = Checks::new();
-    if input.name.as_deref().is_some_and(|n| n != before.name) {
-        checks.push(FieldError::new("name", "a plan cannot be renamed"));
-    }
+    let name_given = input
+        .name
+        .as_deref()
+        .and_then(|n| checks.take("name", PlanName::parse(n)));
     // A stored plan that no longer checks is changed from the defaults.
     let mut limits = before.limits.limits().unwrap_or_default();
     limits.apply(&input, &mut checks);
     checks.finish().map_err(ControlError::Invalid)?;
+    if name_given.is_some_and(|n| n.as_str() != before.name) {
+        return Err(ControlError::refused("name", "a plan cannot be renamed"));
+    }
 
     let mut tx = ctl.store.begin().await?;
     let update = sqlx::query(

@@ -1,7 +1,9 @@
 //! Tenants: one Linux user, one home, one PHP-FPM pool each (made real by the agent).
 
 use super::{on_unique, Control, ControlError, Page, PageRequest};
-use crate::domain::{Checks, FieldError, Password, PhpSettings, Role, TenantName, TenantState};
+use crate::domain::{
+    Checks, FieldError, Password, PhpSettings, PlanName, Role, TenantName, TenantState, Username,
+};
 use crate::panel::auth::password;
 use crate::panel::policy::Actor;
 use crate::store::rows::{HealthRow, HealthSample, PlanRow, TenantRow, UserRow};
@@ -141,6 +143,16 @@ async fn reserve_uid(
     })
 }
 
+/// An owner is named by a user name; whether that account may own tenants is for
+/// `resolve_owner`.
+fn check_owner_name(checks: &mut Checks, owner: Option<&str>) {
+    if let Some(owner) = owner {
+        if Username::parse(owner).is_err() {
+            checks.push(FieldError::new("owner", "must name an admin or a reseller"));
+        }
+    }
+}
+
 /// The account that will own a new tenant: the actor, or for an admin, who it names.
 async fn resolve_owner(
     tx: &mut sqlx::SqliteConnection,
@@ -163,7 +175,7 @@ async fn resolve_owner(
         .await?;
     match owner {
         Some(o) if matches!(o.role, Role::Admin | Role::Reseller) => Ok(o),
-        _ => Err(ControlError::invalid(
+        _ => Err(ControlError::refused(
             "owner",
             "must name an admin or a reseller",
         )),
@@ -177,6 +189,7 @@ pub async fn create(
 ) -> Result<TenantRow, ControlError> {
     actor.require_tenant_manager("create tenants")?;
     let mut checks = Checks::new();
+    let mut refusals = Vec::new();
     let name = match &input.name {
         Some(n) => checks.take("name", TenantName::parse(n)),
         None => {
@@ -186,7 +199,7 @@ pub async fn create(
     };
     if let Some(n) = &name {
         if system_account_exists(n) {
-            checks.push(FieldError::new(
+            refusals.push(FieldError::new(
                 "name",
                 "is already a system account on this machine",
             ));
@@ -196,25 +209,34 @@ pub async fn create(
         .password
         .as_deref()
         .and_then(|p| checks.take("password", Password::parse(p)));
-    if input.plan.is_none() {
-        checks.push(FieldError::new("plan", "is required"));
-    }
-    if input.owner.as_deref().is_some_and(|o| o.len() > 64) {
-        checks.push(FieldError::new("owner", "must name an admin or a reseller"));
+    let plan_name = match &input.plan {
+        Some(p) => checks.take("plan", PlanName::parse(p)),
+        None => {
+            checks.push(FieldError::new("plan", "is required"));
+            None
+        }
+    };
+    check_owner_name(&mut checks, input.owner.as_deref());
+    if let Some(php) = &input.php {
+        checks.extend(PhpSettings::well_formed(php).err().unwrap_or_default());
     }
     checks.finish().map_err(ControlError::Invalid)?;
-    let name = name.unwrap();
+    if !refusals.is_empty() {
+        return Err(ControlError::Refused(refusals));
+    }
+    let (name, plan_name) = (name.unwrap(), plan_name.unwrap());
     let hash = match &password {
         Some(p) => Some(password::hash(p.expose().to_owned()).await?),
         None => None,
     };
 
     let mut tx = ctl.store.begin().await?;
-    let plan = plan_by_name(&mut tx, input.plan.as_deref().unwrap_or_default())
+    let plan = plan_by_name(&mut tx, plan_name.as_str())
         .await?
-        .ok_or_else(|| ControlError::invalid("plan", "no such plan"))?;
+        .ok_or_else(|| ControlError::refused("plan", "no such plan"))?;
+    // Well-formed (checked above), so what the plan's bounds refuse is a conflict.
     let php = match &input.php {
-        Some(map) => PhpSettings::parse(map, &plan.php_bounds()).map_err(ControlError::Invalid)?,
+        Some(map) => PhpSettings::parse(map, &plan.php_bounds()).map_err(ControlError::Refused)?,
         None => PhpSettings::default(),
     };
     let owner = resolve_owner(&mut tx, actor, input.owner.as_deref()).await?;
@@ -356,12 +378,20 @@ pub async fn update(
         // A tenant login changes its own password on its account, with the current one.
         actor.require_tenant_manager("reset a tenant's login password")?;
     }
-    let password = match &patch.password {
-        Some(p) => {
-            Some(Password::parse(p).map_err(|e| ControlError::Invalid(vec![e.at("password")]))?)
-        }
-        None => None,
-    };
+    let mut checks = Checks::new();
+    let password = patch
+        .password
+        .as_deref()
+        .and_then(|p| checks.take("password", Password::parse(p)));
+    let plan_name = patch
+        .plan
+        .as_deref()
+        .and_then(|p| checks.take("plan", PlanName::parse(p)));
+    check_owner_name(&mut checks, patch.owner.as_deref());
+    if let Some(php) = &patch.php {
+        checks.extend(PhpSettings::well_formed(php).err().unwrap_or_default());
+    }
+    checks.finish().map_err(ControlError::Invalid)?;
     let hash = match &password {
         Some(p) => Some(password::hash(p.expose().to_owned()).await?),
         None => None,
@@ -371,10 +401,10 @@ pub async fn update(
     // The tenant as it is now, inside the transaction that writes: a change that raced
     // this one (another plan change, a create) must count for the reseller's limits.
     let before = fetch(&mut tx, before.id).await?;
-    let plan = match &patch.plan {
-        Some(p) => plan_by_name(&mut tx, p)
+    let plan = match &plan_name {
+        Some(p) => plan_by_name(&mut tx, p.as_str())
             .await?
-            .ok_or_else(|| ControlError::invalid("plan", "no such plan"))?,
+            .ok_or_else(|| ControlError::refused("plan", "no such plan"))?,
         None => plan_by_name(&mut tx, &before.plan)
             .await?
             .ok_or(ControlError::NotFound("plan"))?,
@@ -383,12 +413,14 @@ pub async fn update(
     let mut php =
         PhpSettings::from_stored(&before.php_settings, &crate::domain::PhpBounds::UNBOUNDED)
             .unwrap_or_default();
+    // Well-formed (checked above): what is refused now is above the plan, or a time zone
+    // this machine does not know.
     if let Some(changes) = &patch.php {
-        php.merge(changes, &bounds).map_err(ControlError::Invalid)?;
+        php.merge(changes, &bounds).map_err(ControlError::Refused)?;
     }
     if let Err(errors) = php.check_bounds(&bounds) {
         // The new plan is lower than the tenant's current settings.
-        return Err(ControlError::Invalid(errors));
+        return Err(ControlError::Refused(errors));
     }
     let owner = match &patch.owner {
         Some(o) => resolve_owner(&mut tx, actor, Some(o)).await?,

@@ -91,7 +91,7 @@ pub async fn create(ctl: &Control, actor: &Actor, input: NewUser) -> Result<User
                 .fetch_optional(&mut *tx)
                 .await?;
             Some(found.ok_or_else(|| {
-                ControlError::invalid(
+                ControlError::refused(
                     "username",
                     "a tenant login must be named after an existing tenant",
                 )
@@ -192,13 +192,16 @@ pub async fn update(
         .and_then(|p| checks.take("password", Password::parse(p)));
     if let Some(limits) = &patch.limits {
         limits.check(&mut checks);
-        if before.role != Role::Reseller {
-            checks.push(FieldError::new("limits", "only resellers have limits"));
-        }
     }
     checks.finish().map_err(ControlError::Invalid)?;
     if patch.limits.is_some() {
         actor.require_admin("change a reseller's limits")?;
+        if before.role != Role::Reseller {
+            return Err(ControlError::refused(
+                "limits",
+                "only resellers have limits",
+            ));
+        }
     }
     let hash = match &password {
         Some(p) => {
@@ -206,7 +209,7 @@ pub async fn update(
             if own || !actor.is_admin() {
                 let current = patch.current_password.clone().unwrap_or_default();
                 if !password::verify(current, before.password_hash.clone()).await {
-                    return Err(ControlError::invalid(
+                    return Err(ControlError::refused(
                         "current_password",
                         "is not your current password",
                     ));

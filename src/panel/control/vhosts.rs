@@ -62,8 +62,15 @@ impl VhostValues {
         }
     }
 
-    /// Applies the given fields on top of `self`, recording every rejection.
-    fn apply(&mut self, input: &VhostInput, domain: Option<&DomainName>, checks: &mut Checks) {
+    /// Applies the given fields on top of `self`, recording every malformed one in `checks`
+    /// and every name given twice in `refusals` (a name already served, as by another vhost).
+    fn apply(
+        &mut self,
+        input: &VhostInput,
+        domain: Option<&DomainName>,
+        checks: &mut Checks,
+        refusals: &mut Vec<FieldError>,
+    ) {
         if let Some(aliases) = &input.aliases {
             if aliases.len() > MAX_ALIASES {
                 checks.push(FieldError::new(
@@ -76,7 +83,7 @@ impl VhostValues {
                     let field = format!("aliases[{i}]");
                     if let Some(alias) = checks.take(&field, DomainName::parse(raw)) {
                         if Some(&alias) == domain || parsed.contains(&alias) {
-                            checks
+                            refusals
                                 .push(FieldError::new(field, format!("'{alias}' is listed twice")));
                         } else {
                             parsed.push(alias);
@@ -113,22 +120,7 @@ impl VhostValues {
             self.tls_key = checks.take("tls_key", TlsPem::parse_key(key));
             self.keep_key = false;
         }
-        if self.tls_mode == TlsMode::Custom {
-            if self.tls_certificate.is_none()
-                && input.tls_certificate.as_deref().is_none_or(str::is_empty)
-            {
-                checks.push(FieldError::new(
-                    "tls_certificate",
-                    "is required for custom TLS",
-                ));
-            }
-            if self.tls_key.is_none()
-                && !self.keep_key
-                && input.tls_key.as_deref().is_none_or(str::is_empty)
-            {
-                checks.push(FieldError::new("tls_key", "is required for custom TLS"));
-            }
-        } else {
+        if self.tls_mode != TlsMode::Custom {
             self.tls_certificate = None;
             self.tls_key = None;
             self.keep_key = false;
@@ -141,12 +133,34 @@ impl VhostValues {
         if let Some(r) = input.redirect_https {
             self.redirect_https = r;
         }
+    }
+
+    /// Settings that do not go together once applied (a field may come from the stored vhost).
+    fn inconsistencies(&self, input: &VhostInput) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if self.tls_mode == TlsMode::Custom {
+            if self.tls_certificate.is_none()
+                && input.tls_certificate.as_deref().is_none_or(str::is_empty)
+            {
+                errors.push(FieldError::new(
+                    "tls_certificate",
+                    "is required for custom TLS",
+                ));
+            }
+            if self.tls_key.is_none()
+                && !self.keep_key
+                && input.tls_key.as_deref().is_none_or(str::is_empty)
+            {
+                errors.push(FieldError::new("tls_key", "is required for custom TLS"));
+            }
+        }
         if self.redirect_https && self.tls_mode == TlsMode::None {
-            checks.push(FieldError::new(
+            errors.push(FieldError::new(
                 "redirect_https",
                 "needs TLS: choose self-signed or custom",
             ));
         }
+        errors
     }
 }
 
@@ -260,8 +274,15 @@ pub async fn create(
         .unwrap_or_else(|| {
             VhostValues::defaults(&DomainName::parse("placeholder.invalid").expect("valid literal"))
         });
-    values.apply(&input, domain.as_ref(), &mut checks);
+    let mut refusals = Vec::new();
+    values.apply(&input, domain.as_ref(), &mut checks, &mut refusals);
+    // A new vhost's settings all come from the request: ones that do not go together are
+    // malformed.
+    checks.extend(values.inconsistencies(&input));
     checks.finish().map_err(ControlError::Invalid)?;
+    if !refusals.is_empty() {
+        return Err(ControlError::Refused(refusals));
+    }
     let domain = domain.unwrap();
 
     let mut tx = ctl.store.begin().await?;
@@ -365,19 +386,25 @@ pub async fn update(
     let domain = DomainName::parse(&before.domain)
         .map_err(|e| ControlError::Internal(anyhow::anyhow!("stored domain: {e}")))?;
     let mut checks = Checks::new();
-    if input
+    let mut refusals = Vec::new();
+    let domain_given = input
         .domain
         .as_deref()
-        .is_some_and(|d| DomainName::parse(d).ok().as_ref() != Some(&domain))
-    {
-        checks.push(FieldError::new(
+        .and_then(|d| checks.take("domain", DomainName::parse(d)));
+    if domain_given.is_some_and(|d| d != domain) {
+        refusals.push(FieldError::new(
             "domain",
             "cannot be changed; add it as an alias or create a new vhost",
         ));
     }
     let mut values = stored_values(&before)?;
-    values.apply(&input, Some(&domain), &mut checks);
+    values.apply(&input, Some(&domain), &mut checks, &mut refusals);
     checks.finish().map_err(ControlError::Invalid)?;
+    // What does not go together may come from the stored vhost: a conflict with it.
+    refusals.extend(values.inconsistencies(&input));
+    if !refusals.is_empty() {
+        return Err(ControlError::Refused(refusals));
+    }
 
     let mut tx = ctl.store.begin().await?;
     let aliases: Vec<(&'static str, &DomainName)> =

@@ -100,6 +100,13 @@ pub fn form_errors(e: ControlError) -> Result<(StatusCode, Errors), WebError> {
                 general: None,
             },
         )),
+        ControlError::Refused(list) => Ok((
+            StatusCode::CONFLICT,
+            Errors {
+                list,
+                general: None,
+            },
+        )),
         ControlError::Conflict { field, message } => Ok((
             StatusCode::CONFLICT,
             Errors {

@@ -159,10 +159,8 @@ impl IntoResponse for WebError {
                 ControlError::Forbidden(why) | ControlError::Unauthorized(why) => error_page(StatusCode::FORBIDDEN, &why),
                 ControlError::LimitExceeded { message, .. } => error_page(StatusCode::FORBIDDEN, &message),
                 ControlError::Conflict { message, .. } => error_page(StatusCode::CONFLICT, &message),
-                ControlError::Invalid(errors) => {
-                    let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-                    error_page(StatusCode::UNPROCESSABLE_ENTITY, &detail)
-                }
+                ControlError::Invalid(errors) => error_page(StatusCode::UNPROCESSABLE_ENTITY, &field_list(&errors)),
+                ControlError::Refused(errors) => error_page(StatusCode::CONFLICT, &field_list(&errors)),
                 ControlError::Internal(e) => {
                     tracing::error!(error = ?e, "internal error");
                     error_page(StatusCode::INTERNAL_SERVER_ERROR, "lodge could not complete the request; see its log.")
@@ -170,6 +168,14 @@ impl IntoResponse for WebError {
             },
         }
     }
+}
+
+fn field_list(errors: &[crate::domain::FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub type WebResult = Result<Response, WebError>;
