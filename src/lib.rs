@@ -11,6 +11,7 @@
 // Public: what the binary, the integration tests and the benchmarks use. Everything else is
 // the crate's own, so the compiler sees what nothing uses.
 pub mod agent;
+pub(crate) mod certs;
 pub mod cli;
 pub(crate) mod config;
 pub(crate) mod contract;
@@ -18,5 +19,5 @@ pub mod domain;
 pub mod fastcgi;
 pub(crate) mod nofollow;
 pub mod panel;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod store;

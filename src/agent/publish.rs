@@ -172,7 +172,7 @@ fn self_signed_files(
     let current = nofollow::read_to_string(&names_path).ok();
     if current.as_deref() != Some(wanted.as_str()) || !cert_path.exists() || !key_path.exists() {
         let (cert, key) =
-            crate::proxy::tls::self_signed(names).context("making a self-signed certificate")?;
+            crate::certs::self_signed(names).context("making a self-signed certificate")?;
         write_if_changed(&key_path, &key, www_gid)?;
         write_if_changed(&cert_path, &cert, www_gid)?;
         write_if_changed(&names_path, &wanted, www_gid)?;

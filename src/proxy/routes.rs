@@ -142,10 +142,6 @@ impl Table {
             .map(|r| (r.domain.as_str(), r))
             .collect()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
 }
 
 fn check(e: &RouteEntry) -> Result<Route, String> {

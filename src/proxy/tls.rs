@@ -18,81 +18,23 @@
 //!   browsers that coalesce HTTP/2 connections retry on a fresh one.
 //! * **A broken entry never takes the others down.** [`CertStore::load`] skips and reports a
 //!   bad file or a mismatched key; every other vhost keeps working.
-//! * **Certificates and keys must belong together** ([`validate_pair`]), checked when a
-//!   certificate is uploaded ("custom" mode) so a mistake is reported to the tenant at once
-//!   rather than as failed handshakes later.
-//!
-//! Self-signed certificates ("self-signed" mode, until the tenant provides one) come from
-//! [`self_signed`].
+//! * **Certificates and keys must belong together**: the proxy loads a pair through the same
+//!   check (`crate::certs`) the panel applies when a certificate is uploaded, so a mistake
+//!   is reported to the tenant at once rather than as failed handshakes later.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use crate::certs::{certified_key_from_pem, provider};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::SignatureScheme;
 
 /// The largest certificate or key file [`CertStore::load`] reads. Real chains are a few KiB;
 /// the cap only keeps a corrupt or runaway file from costing the proxy unbounded memory.
 const MAX_PEM_FILE: u64 = 1024 * 1024;
-
-/// How long a self-signed certificate is valid. A year is long enough that nobody has to
-/// think about renewal in self-signed mode, which is a stopgap until a real certificate is
-/// uploaded anyway.
-const SELF_SIGNED_VALIDITY: time::Duration = time::Duration::days(365);
-
-/// How far back a self-signed certificate's validity starts. A client whose clock runs a
-/// little behind ours would otherwise reject a freshly made certificate as "not yet valid".
-const SELF_SIGNED_BACKDATE: time::Duration = time::Duration::minutes(5);
-
-/// The crypto provider every config and key in this module uses: ring, the only one compiled
-/// in. Made once; the provider is a table of static algorithm references, but there is no
-/// reason to rebuild it for every key.
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
-
-/// Makes an ECDSA P-256 self-signed certificate for `names` (DNS names; the first is also the
-/// subject's common name), valid for a year from now. Returns `(certificate PEM, key PEM)`;
-/// the key is PKCS#8.
-///
-/// P-256 because every client supports it and signing is cheap. The certificate is a plain
-/// end-entity certificate (not a CA): it carries the serverAuth extended key usage and the
-/// digitalSignature key usage, so clients treat it as exactly what it is, and a user who
-/// chooses to trust it trusts it for these names only. rcgen derives the serial number from a
-/// hash of the (fresh) public key, so two certificates never share issuer and serial, which
-/// browsers refuse.
-pub fn self_signed(names: &[String]) -> anyhow::Result<(String, String)> {
-    use rcgen::{
-        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
-        KeyUsagePurpose,
-    };
-
-    let Some(first) = names.first() else {
-        anyhow::bail!("a certificate needs at least one name");
-    };
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    // `new` turns each name into a SAN entry and rejects names that can't be one.
-    let mut params = CertificateParams::new(names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, first.as_str());
-    params.distinguished_name = dn;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - SELF_SIGNED_BACKDATE;
-    params.not_after = now + SELF_SIGNED_VALIDITY;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
 
 /// The form host names are kept in ([`super::host::normalize`]: `a.example.` and
 /// `A.example` are `a.example`; SNI never carries the dot, a Host header might).
@@ -184,11 +126,6 @@ impl CertStore {
 /// Stores built by hand, and their size, for tests.
 #[cfg(test)]
 impl CertStore {
-    /// A store with no certificates: every handshake fails until one is loaded.
-    pub fn empty() -> Self {
-        Self::default()
-    }
-
     /// A store serving one certificate (PEM chain and key) for one name. Meant for tests and
     /// tools; the proxy uses [`CertStore::load`].
     pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<CertStore> {
@@ -233,191 +170,6 @@ fn load_files(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String>
     let cert_pem = read_pem_file(cert_path, "certificate")?;
     let key_pem = read_pem_file(key_path, "key")?;
     certified_key_from_pem(&cert_pem, &key_pem)
-}
-
-/// Every TLS signature scheme a client may offer, used to check that a key can actually sign
-/// a handshake (see [`certified_key_from_pem`]).
-const ALL_SCHEMES: &[SignatureScheme] = &[
-    SignatureScheme::ECDSA_NISTP256_SHA256,
-    SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ECDSA_NISTP521_SHA512,
-    SignatureScheme::ED25519,
-    SignatureScheme::RSA_PSS_SHA256,
-    SignatureScheme::RSA_PSS_SHA384,
-    SignatureScheme::RSA_PSS_SHA512,
-    SignatureScheme::RSA_PKCS1_SHA256,
-    SignatureScheme::RSA_PKCS1_SHA384,
-    SignatureScheme::RSA_PKCS1_SHA512,
-];
-
-/// Parses a PEM certificate chain (end-entity certificate first, as servers send it) and a
-/// PEM private key, and checks that they belong together. This is the one place both
-/// [`CertStore::load`] and [`validate_pair`] decide what a usable pair is, so an upload that
-/// validates is one the proxy will load.
-///
-/// Checks, in order: the chain has at least one certificate and nothing unparsable; the key
-/// file has a key (PKCS#8, PKCS#1 or SEC1) that ring supports; the key can produce a TLS
-/// signature at all; and the key's public half is the one in the end-entity certificate
-/// (`keys_match`, which also parses that certificate with webpki). rustls' own
-/// `CertifiedKey::from_der` lets "can't tell" pass; here it is an error, since with ring
-/// every key can tell, and an unchecked pair is exactly what this is meant to prevent.
-fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(cert_pem))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate chain does not parse: {e}"))?;
-    if chain.is_empty() {
-        return Err("no certificate found (expected PEM \"CERTIFICATE\" blocks)".to_string());
-    }
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut BufReader::new(key_pem))
-        .map_err(|e| format!("private key does not parse: {e}"))?
-        .ok_or_else(|| "no private key found (expected a PEM private key block)".to_string())?;
-    let signing_key = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("private key is not usable: {e}"))?;
-    if signing_key.choose_scheme(ALL_SCHEMES).is_none() {
-        return Err("private key cannot sign with any TLS signature scheme".to_string());
-    }
-    let certified = CertifiedKey::new(chain, signing_key);
-    match certified.keys_match() {
-        Ok(()) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err("the private key does not belong to the certificate".to_string())
-        }
-        Err(e) => Err(format!(
-            "could not check the key against the certificate: {e}"
-        )),
-    }
-}
-
-/// Checks an uploaded certificate chain and private key ("custom" TLS mode): both parse, the
-/// key is one the proxy can sign with, and it is the key of the chain's first certificate.
-/// Returns the DNS names in the certificate's subjectAltName extension (lowercase, as written
-/// — a wildcard stays `*.example.com`), so the caller can warn when the certificate doesn't
-/// cover the vhost's names; an empty list means the certificate names no DNS host (modern
-/// clients ignore the subject's common name). The error is a sentence fit to show the tenant.
-///
-/// What it does not check: expiry, the chain's order or completeness, or that the names cover
-/// the vhost — those are warnings for the caller to give, not reasons to refuse.
-///
-/// There is no X.509 parsing crate in the dependency tree (rcgen's parser needs a feature
-/// that isn't enabled), so the names come from a small DER walker ([`san_dns_names`]) that
-/// reads only the subjectAltName extension. It runs after webpki has accepted the same
-/// certificate, so it only sees well-formed DER, and it is bounds-checked throughout anyway.
-pub fn validate_pair(cert_pem: &str, key_pem: &str) -> Result<Vec<String>, String> {
-    let certified = certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
-    let end_entity = certified
-        .end_entity_cert()
-        .map_err(|e| format!("no end-entity certificate: {e}"))?;
-    san_dns_names(end_entity.as_ref())
-        .ok_or_else(|| "could not read the certificate's subjectAltName extension".to_string())
-}
-
-/// One DER element at the start of `input`: `(tag, contents, rest)`. `None` if it is
-/// truncated or uses an encoding DER certificates don't (multi-byte tags, indefinite or
-/// absurdly long lengths).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return None;
-        }
-        let (bytes, rest) = rest.split_at_checked(count)?;
-        let len = bytes.iter().try_fold(0usize, |len, &b| {
-            len.checked_mul(256)?.checked_add(usize::from(b))
-        })?;
-        (len, rest)
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-/// The elements of a DER SEQUENCE's contents, in order; `None` if any is malformed.
-fn der_elements(mut contents: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    let mut out = Vec::new();
-    while !contents.is_empty() {
-        let (tag, value, rest) = der_element(contents)?;
-        out.push((tag, value));
-        contents = rest;
-    }
-    Some(out)
-}
-
-/// The dNSName entries of an X.509 certificate's subjectAltName extension (RFC 5280 4.2.1.6),
-/// lowercased; empty if it has none. `None` if the DER doesn't have the expected shape.
-///
-/// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }, and
-/// tbsCertificate ::= SEQUENCE { ..., extensions [3] EXPLICIT SEQUENCE OF Extension }, where
-/// Extension ::= SEQUENCE { extnID OID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET
-/// STRING } and, for subjectAltName (2.5.29.17), extnValue holds a SEQUENCE OF GeneralName in
-/// which dNSName is `[2] IMPLICIT IA5String`.
-fn san_dns_names(cert_der: &[u8]) -> Option<Vec<String>> {
-    const SEQUENCE: u8 = 0x30;
-    const OID: u8 = 0x06;
-    const BOOLEAN: u8 = 0x01;
-    const OCTET_STRING: u8 = 0x04;
-    const EXTENSIONS: u8 = 0xa3; // [3], constructed
-    const DNS_NAME: u8 = 0x82; // [2], primitive
-    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
-
-    let (SEQUENCE, cert, _) = der_element(cert_der)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = der_element(cert)? else {
-        return None;
-    };
-    // Version 1 certificates have no extensions, so no names.
-    let Some((_, extensions)) = der_elements(tbs)?
-        .into_iter()
-        .find(|&(tag, _)| tag == EXTENSIONS)
-    else {
-        return Some(Vec::new());
-    };
-    let (SEQUENCE, extensions, _) = der_element(extensions)? else {
-        return None;
-    };
-    for (tag, extension) in der_elements(extensions)? {
-        if tag != SEQUENCE {
-            return None;
-        }
-        let mut fields = der_elements(extension)?.into_iter();
-        let (OID, oid) = fields.next()? else {
-            return None;
-        };
-        if oid != SUBJECT_ALT_NAME {
-            continue;
-        }
-        let mut field = fields.next()?;
-        if field.0 == BOOLEAN {
-            field = fields.next()?;
-        }
-        let (OCTET_STRING, value) = field else {
-            return None;
-        };
-        let (SEQUENCE, general_names, _) = der_element(value)? else {
-            return None;
-        };
-        let names = der_elements(general_names)?
-            .into_iter()
-            .filter(|&(tag, _)| tag == DNS_NAME)
-            .map(|(_, name)| {
-                // IA5String is ASCII; anything else is not a name any client would match.
-                std::str::from_utf8(name)
-                    .ok()
-                    .filter(|name| name.is_ascii())
-                    .map(str::to_ascii_lowercase)
-            })
-            .collect::<Option<Vec<_>>>()?;
-        return Some(names);
-    }
-    Some(Vec::new())
 }
 
 /// Picks each handshake's certificate by SNI from the current [`CertStore`], which
@@ -534,6 +286,8 @@ pub fn sni_matches_host(sni: Option<&str>, host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::certs::self_signed;
+    use rustls::pki_types::CertificateDer;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
@@ -597,12 +351,6 @@ mod tests {
         // Both names share one key object, and lookups normalize case and the trailing dot.
         assert!(Arc::ptr_eq(&loaded, &store.get("www.a.example").unwrap()));
         assert!(store.get("A.EXAMPLE.").is_some());
-    }
-
-    #[test]
-    fn self_signed_needs_a_valid_name() {
-        assert!(self_signed(&[]).is_err());
-        assert!(self_signed(&names(&["bad\u{e9}.example"])).is_err());
     }
 
     #[test]
@@ -730,55 +478,6 @@ mod tests {
         let (store, errors) = CertStore::load(&[(names(&["a.example"]), path.clone(), path)]);
         assert!(store.is_empty());
         assert!(errors[0].contains("larger than"), "{errors:?}");
-    }
-
-    #[test]
-    fn validate_pair_accepts_matching_and_rejects_mismatched() {
-        let (cert_a, key_a) = self_signed(&names(&["A.example", "www.a.example"])).unwrap();
-        let (cert_b, key_b) = self_signed(&names(&["b.example"])).unwrap();
-
-        assert_eq!(
-            validate_pair(&cert_a, &key_a).unwrap(),
-            names(&["a.example", "www.a.example"])
-        );
-        assert_eq!(
-            validate_pair(&cert_b, &key_b).unwrap(),
-            names(&["b.example"])
-        );
-
-        let err = validate_pair(&cert_a, &key_b).unwrap_err();
-        assert!(err.contains("does not belong"), "{err}");
-        assert!(validate_pair("", &key_a)
-            .unwrap_err()
-            .contains("no certificate"));
-        assert!(validate_pair(&cert_a, "")
-            .unwrap_err()
-            .contains("no private key"));
-        assert!(validate_pair(&key_a, &key_a).is_err());
-        // A chain: the end-entity certificate first, then (here, an unrelated) issuer.
-        let chain = format!("{cert_a}{cert_b}");
-        assert!(validate_pair(&chain, &key_a).is_ok());
-        // Order matters: the key must match the first certificate.
-        let chain = format!("{cert_b}{cert_a}");
-        assert!(validate_pair(&chain, &key_a).is_err());
-    }
-
-    #[test]
-    fn san_parser_handles_wildcards_and_never_panics() {
-        let (cert, _) = self_signed(&names(&["*.w.example", "w.example", "127.0.0.1"])).unwrap();
-        let der = der_of(&cert);
-        // The IP address SAN is not a DNS name.
-        assert_eq!(
-            san_dns_names(der.as_ref()).unwrap(),
-            names(&["*.w.example", "w.example"])
-        );
-        // Every truncation of a real certificate is rejected or parsed, never a panic.
-        for len in 0..der.len() {
-            let _ = san_dns_names(&der[..len]);
-        }
-        assert!(san_dns_names(&[]).is_none());
-        assert!(san_dns_names(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_none());
-        assert!(san_dns_names(&[0x30, 0x80, 0x00, 0x00]).is_none());
     }
 
     #[test]

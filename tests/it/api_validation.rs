@@ -810,11 +810,13 @@ async fn hostile_vhost_fields_are_refused() {
 }
 
 /// A PEM certificate and key the format check accepts (the proxy checks the DER itself).
-const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUTESTTESTTESTTESTTESTTESTTESTTESTwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n";
-const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgTESTTESTTESTTESTTEST\n-----END PRIVATE KEY-----\n";
+/// A real pair for the vhosts these tests upload to.
+static PAIR: std::sync::LazyLock<(String, String)> =
+    std::sync::LazyLock::new(|| test_certificate(&["site.example.com", "new.example.com"]));
 
 #[tokio::test]
 async fn hostile_tls_material_is_refused() {
+    let (pem_cert, pem_key) = (PAIR.0.as_str(), PAIR.1.as_str());
     let (app, admin) = fixture().await;
     let before = snapshot(&app, &admin).await;
     let update = "/vhosts/site.example.com";
@@ -824,11 +826,11 @@ async fn hostile_tls_material_is_refused() {
         "-----BEGIN CERTIFICATE-----\n$(id)\n-----END CERTIFICATE-----".to_owned(),
         "-----BEGIN CERTIFICATE-----\nAAAA\n".to_owned(),
         "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----".to_owned(),
-        format!("{CERT}ssl_certificate_key /etc/shadow;"),
-        format!("include /etc/nginx/evil.conf;\n{CERT}"),
-        KEY.to_owned(),
-        CERT.replace("MIIB", "MI B"),
-        CERT.replace("MIIB", "MI\0B"),
+        format!("{pem_cert}ssl_certificate_key /etc/shadow;"),
+        format!("include /etc/nginx/evil.conf;\n{pem_cert}"),
+        pem_key.to_owned(),
+        pem_cert.replace("MIIB", "MI B"),
+        pem_cert.replace("MIIB", "MI\0B"),
         format!(
             "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----",
             "A".repeat(77)
@@ -843,25 +845,25 @@ async fn hostile_tls_material_is_refused() {
             &admin,
             Method::PATCH,
             update,
-            json!({"tls_mode": "custom", "tls_certificate": cert, "tls_key": KEY}),
+            json!({"tls_mode": "custom", "tls_certificate": cert, "tls_key": pem_key}),
             "tls_certificate",
         )
         .await;
     }
     let keys = [
         "hello".to_owned(),
-        CERT.to_owned(),
-        format!("{KEY}{KEY}"),
-        KEY.replace("-----END PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"),
-        KEY.replace("MIGH", "MI;H"),
-        format!("{KEY}\n`id`"),
+        pem_cert.to_owned(),
+        format!("{pem_key}{pem_key}"),
+        pem_key.replace("-----END PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"),
+        pem_key.replace("MIGH", "MI;H"),
+        format!("{pem_key}\n`id`"),
     ];
     for key in &keys {
         refused(
             &admin,
             Method::PATCH,
             update,
-            json!({"tls_mode": "custom", "tls_certificate": CERT, "tls_key": key}),
+            json!({"tls_mode": "custom", "tls_certificate": pem_cert, "tls_key": key}),
             "tls_key",
         )
         .await;
@@ -872,7 +874,7 @@ async fn hostile_tls_material_is_refused() {
         &admin,
         Method::POST,
         "/tenants/acme/vhosts",
-        json!({"domain": "new.example.com", "tls_mode": "custom", "tls_key": KEY}),
+        json!({"domain": "new.example.com", "tls_mode": "custom", "tls_key": pem_key}),
         "tls_certificate",
     )
     .await;
@@ -880,7 +882,7 @@ async fn hostile_tls_material_is_refused() {
         &admin,
         Method::PATCH,
         update,
-        json!({"tls_mode": "custom", "tls_key": KEY}),
+        json!({"tls_mode": "custom", "tls_key": pem_key}),
         "tls_certificate",
     )
     .await;
@@ -888,7 +890,7 @@ async fn hostile_tls_material_is_refused() {
         &admin,
         Method::PATCH,
         update,
-        json!({"tls_mode": "custom", "tls_certificate": CERT}),
+        json!({"tls_mode": "custom", "tls_certificate": pem_cert}),
         "tls_key",
     )
     .await;
@@ -902,7 +904,7 @@ async fn hostile_tls_material_is_refused() {
         .send(
             Method::PATCH,
             update,
-            Some(&json!({"tls_mode": "custom", "tls_certificate": CERT, "tls_key": KEY, "redirect_https": true})),
+            Some(&json!({"tls_mode": "custom", "tls_certificate": pem_cert, "tls_key": pem_key, "redirect_https": true})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);

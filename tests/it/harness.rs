@@ -646,3 +646,13 @@ pub fn raw_status(answer: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A real certificate and key (PEM) for `names`, as a tenant would upload them.
+pub fn test_certificate(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("a key");
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("certificate names");
+    let cert = params.self_signed(&key).expect("a certificate");
+    (cert.pem(), key.serialize_pem())
+}

@@ -197,3 +197,42 @@ async fn a_new_tenant_never_sees_a_deleted_tenants_audit_history() {
         "its own history is there: {audit}"
     );
 }
+
+#[tokio::test]
+async fn an_uploaded_certificate_must_match_its_key_and_cover_its_vhost() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (status, _) = admin.post("/plans", json!({"name": "basic"})).await;
+    assert_eq!(status, 201);
+    create_tenant(&admin, "attacker", "basic", json!({})).await;
+    // A certificate for another tenant's name, on a vhost whose name only ends like it.
+    let (victims, victims_key) = test_certificate(&["shop.example.test"]);
+    let (own, own_key) = test_certificate(&["shop.example.test.self"]);
+    let upload = |cert: &str, key: &str| {
+        json!({"domain": "shop.example.test.self", "tls_mode": "custom",
+               "tls_certificate": cert, "tls_key": key})
+    };
+    let (status, body) = admin
+        .post("/tenants/attacker/vhosts", upload(&victims, &victims_key))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "tls_certificate", "{body}");
+    let (status, body) = admin
+        .post("/tenants/attacker/vhosts", upload(&own, &victims_key))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "tls_key", "{body}");
+    let (status, body) = admin
+        .post("/tenants/attacker/vhosts", upload(&own, &own_key))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // An alias the certificate does not cover is refused too.
+    let (status, body) = admin
+        .patch(
+            "/vhosts/shop.example.test.self",
+            json!({"aliases": ["www.shop.example.test.self"]}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["errors"][0]["field"], "tls_certificate", "{body}");
+}

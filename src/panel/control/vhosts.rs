@@ -135,6 +135,27 @@ impl VhostValues {
         }
     }
 
+    /// A custom certificate checked against its key (the one given, else `stored_key`) and
+    /// the vhost's names, as the proxy will load it; `None` for other modes or when a part is
+    /// missing (reported by [`Self::inconsistencies`]).
+    fn certificate_problem(
+        &self,
+        domain: &DomainName,
+        stored_key: Option<&str>,
+    ) -> Option<FieldError> {
+        if self.tls_mode != TlsMode::Custom {
+            return None;
+        }
+        let cert = self.tls_certificate.as_ref()?;
+        let key = match &self.tls_key {
+            Some(k) => k.as_str(),
+            None => stored_key?,
+        };
+        let mut names = vec![domain.as_str()];
+        names.extend(self.aliases.iter().map(DomainName::as_str));
+        crate::certs::check_upload(cert.as_str(), key, &names).err()
+    }
+
     /// Settings that do not go together once applied (a field may come from the stored vhost).
     fn inconsistencies(&self, input: &VhostInput) -> Vec<FieldError> {
         let mut errors = Vec::new();
@@ -284,6 +305,11 @@ pub async fn create(
         return Err(ControlError::Refused(refusals));
     }
     let domain = domain.unwrap();
+    // An uploaded pair must belong together and cover the vhost's names: the proxy would
+    // otherwise leave it out and the site would have no certificate.
+    if let Some(problem) = values.certificate_problem(&domain, None) {
+        return Err(ControlError::Invalid(vec![problem]));
+    }
 
     let mut tx = ctl.store.begin().await?;
     check_vhost_limits(&mut tx, &tenant).await?;
@@ -407,6 +433,20 @@ pub async fn update(
     }
 
     let mut tx = ctl.store.begin().await?;
+    let stored_key: Option<String> =
+        sqlx::query_scalar("SELECT tls_key_pem FROM vhosts WHERE id = ?")
+            .bind(before.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if let Some(problem) = values.certificate_problem(&domain, stored_key.as_deref()) {
+        // A pair given whole is malformed; one that no longer fits what is stored (a new
+        // alias, a new certificate for the kept key) is refused by the state.
+        return Err(if values.tls_key.is_some() {
+            ControlError::Invalid(vec![problem])
+        } else {
+            ControlError::Refused(vec![problem])
+        });
+    }
     let aliases: Vec<(&'static str, &DomainName)> =
         values.aliases.iter().map(|a| ("aliases", a)).collect();
     check_names_free(&mut tx, &aliases, Some(before.id)).await?;
