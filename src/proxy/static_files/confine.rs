@@ -1,16 +1,17 @@
 //! The confined open: request paths checked against the rules, then opened beneath the
-//! docroot with `openat2(RESOLVE_BENEATH)`, or walked one component at a time with
-//! `O_NOFOLLOW` where `openat2` is missing; what was opened is classified by `fstat`.
+//! docroot (`nofollow::open_beneath`: `openat2(RESOLVE_BENEATH)`, or a walk with
+//! `O_NOFOLLOW` on each component where `openat2` is missing); what was opened is
+//! classified by `fstat`.
 
 use super::kept::OpenedFile;
+use crate::nofollow::{open_beneath, Symlinks};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The one directory whose name starts with a dot that is served (RFC 8615): ACME HTTP-01
@@ -68,27 +69,13 @@ pub fn open_docroot_in_home(home: &Path, docroot: &str) -> io::Result<OwnedFd> {
     if segments.is_empty() {
         return Ok(home);
     }
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    if openat2_available() {
-        let how = OpenHow::new()
-            .flags(flags)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        match openat2_retrying(home.as_raw_fd(), &segments.join("/"), how) {
-            Err(Errno::ENOSYS) => OPENAT2_MISSING.store(true, Ordering::Relaxed),
-            other => return Ok(owned(other?)),
-        }
-    }
-    let mut dir = home;
-    for segment in segments {
-        let fd = nix::fcntl::openat(
-            Some(dir.as_raw_fd()),
-            segment,
-            flags | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        dir = owned(fd);
-    }
-    Ok(dir)
+    let rel = segments.join("/");
+    Ok(open_beneath(
+        home.as_fd(),
+        &rel,
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Symlinks::Refused,
+    )?)
 }
 
 /// A path refused by [`check_path`].
@@ -123,89 +110,25 @@ pub(super) fn join(segments: &[&str]) -> String {
     }
 }
 
-/// Set once `openat2` has answered `ENOSYS`.
-static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
-
-fn openat2_available() -> bool {
-    !OPENAT2_MISSING.load(Ordering::Relaxed)
-}
-
 /// The flags of every file open: read-only, and non-blocking so a FIFO planted in a
 /// docroot does not hang the open (it is refused after `fstat`).
 fn file_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK
 }
 
-/// `openat2`, retried on `EINTR` and on the `EAGAIN` the kernel returns when a concurrent
-/// rename made it unsure that a `..` stayed beneath the root.
-fn openat2_retrying(dirfd: RawFd, rel: &str, how: OpenHow) -> nix::Result<RawFd> {
-    let mut tries = 0;
-    loop {
-        match nix::fcntl::openat2(dirfd, rel, how) {
-            Err(Errno::EINTR) => {}
-            Err(Errno::EAGAIN) if tries < 16 => tries += 1,
-            other => return other,
-        }
-    }
-}
-
-/// Opens the checked relative path `rel` beneath `root`.
+/// Opens the checked relative path `rel` beneath `root`: symlinks inside the docroot are
+/// followed while they stay in it (none at all without `openat2`).
 pub(super) fn open_confined(root: BorrowedFd<'_>, rel: &str) -> Lookup {
-    if openat2_available() {
-        let how = OpenHow::new()
-            .flags(file_flags())
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-        match openat2_retrying(root.as_raw_fd(), rel, how) {
-            Ok(fd) => return classify(owned(fd)),
-            Err(Errno::ENOSYS) => {
-                OPENAT2_MISSING.store(true, Ordering::Relaxed);
-                tracing::info!("openat2 is missing: symlinks in docroots will not be followed");
-            }
-            Err(Errno::EXDEV) => {
-                tracing::debug!(path = rel, "refused a path that leads out of the docroot");
-                return Lookup::NotFound;
-            }
-            Err(e) => return from_errno(e),
-        }
-    }
-    open_walking(root, rel)
-}
-
-/// The fallback without `openat2`: one component at a time, `O_NOFOLLOW` on each, so any
-/// symlink at all is refused (`ELOOP` / `ENOTDIR`).
-fn open_walking(root: BorrowedFd<'_>, rel: &str) -> Lookup {
-    let segments: Vec<&str> = rel.split('/').collect();
-    if segments.iter().any(|s| s.is_empty() || *s == "..") {
+    if rel.split('/').any(|s| s.is_empty() || s == "..") && rel != "." {
         return Lookup::Forbidden;
     }
-    let (last, dirs) = segments
-        .split_last()
-        .expect("split yields at least one segment");
-    let mut dir: Option<OwnedFd> = None;
-    for segment in dirs {
-        let at = dir.as_ref().map_or(root.as_raw_fd(), |d| d.as_raw_fd());
-        match openat_retrying(
-            at,
-            segment,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        ) {
-            Ok(fd) => dir = Some(owned(fd)),
-            Err(e) => return from_errno(e),
+    match open_beneath(root, rel, file_flags(), Symlinks::StayBeneath) {
+        Ok(fd) => classify(fd),
+        Err(Errno::EXDEV) => {
+            tracing::debug!(path = rel, "refused a path that leads out of the docroot");
+            Lookup::NotFound
         }
-    }
-    let at = dir.as_ref().map_or(root.as_raw_fd(), |d| d.as_raw_fd());
-    match openat_retrying(at, last, file_flags() | OFlag::O_NOFOLLOW) {
-        Ok(fd) => classify(owned(fd)),
         Err(e) => from_errno(e),
-    }
-}
-
-fn openat_retrying(dirfd: RawFd, name: &str, flags: OFlag) -> nix::Result<RawFd> {
-    loop {
-        match nix::fcntl::openat(Some(dirfd), name, flags, Mode::empty()) {
-            Err(Errno::EINTR) => {}
-            other => return other,
-        }
     }
 }
 
@@ -224,8 +147,8 @@ fn from_errno(e: Errno) -> Lookup {
 
 /// Takes ownership of a descriptor a system call just returned.
 fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller passes a descriptor that open/openat/openat2 just returned and
-    // that nothing else owns.
+    // SAFETY: the caller passes a descriptor that open just returned and that nothing else
+    // owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -245,7 +168,7 @@ fn classify(fd: OwnedFd) -> Lookup {
     }
     // O_NONBLOCK was only for the open; reads of a regular file should block normally.
     if let Err(e) = nix::fcntl::fcntl(
-        file.as_raw_fd(),
+        std::os::fd::AsRawFd::as_raw_fd(&file),
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_RDONLY),
     ) {
         return Lookup::Error(e.into());
@@ -255,6 +178,14 @@ fn classify(fd: OwnedFd) -> Lookup {
 
 #[cfg(test)]
 mod tests {
+    /// The walk used without `openat2`, classified as a confined open is.
+    fn open_walking(root: BorrowedFd<'_>, rel: &str) -> Lookup {
+        match crate::nofollow::beneath::open_walking(root, rel, file_flags()) {
+            Ok(fd) => classify(fd),
+            Err(e) => from_errno(e),
+        }
+    }
+
     use super::super::testing::{assert_no_secret, get, open, request, Tree, SECRET};
     use super::super::{serve, StaticRequest, DEFAULT_INDEX};
     use super::*;

@@ -6,6 +6,10 @@
 //! opened with `O_NOFOLLOW`; a file is replaced by writing a temporary file beside it and
 //! renaming it over the old one, so a reader sees the old or the new content, never half.
 
+pub(crate) mod beneath;
+
+pub use beneath::{open_beneath, Symlinks};
+
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
