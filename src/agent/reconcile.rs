@@ -126,8 +126,13 @@ pub struct Reconciler {
     applied: std::collections::HashMap<i64, i64>,
     /// Tenant ids by name, as last read: a crash loop names the tenant.
     ids: std::collections::HashMap<String, i64>,
+    /// Removals under way, by removal id.
+    removing: std::collections::HashMap<i64, RemovalTask>,
     reporter: Reporter,
 }
+
+type RemovalTask =
+    tokio::task::JoinHandle<anyhow::Result<(TenantName, Option<super::archive::Archived>)>>;
 
 /// An error message as a report carries it: at most `MAX_MESSAGE` bytes, cut at a character.
 fn truncate(mut message: String) -> String {
@@ -167,6 +172,7 @@ impl Reconciler {
             proxy_runs: false,
             applied: Default::default(),
             ids: Default::default(),
+            removing: Default::default(),
         }
     }
 
@@ -412,7 +418,34 @@ impl Reconciler {
 
     /// Tears down deleted tenants: stop the master, archive and remove the home, remove the
     /// user and group. The UID stays reserved in the store.
+    /// Tears down deleted tenants, off the pass: the master is told to stop at once, and
+    /// a task of its own archives the home (once, bounded), removes it and the user and
+    /// group. The pass only starts removals and collects the finished ones, so a large home
+    /// never holds up the other tenants. The UID stays reserved in the store.
     async fn process_removals(&mut self, report: &mut PassReport) -> anyhow::Result<()> {
+        let finished: Vec<i64> = self
+            .removing
+            .iter()
+            .filter(|(_, task)| task.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in finished {
+            let Some(task) = self.removing.remove(&id) else {
+                continue;
+            };
+            match task.await {
+                Ok(Ok((name, archived))) => {
+                    self.report(Report::Removed { removal_id: id }).await;
+                    report.removed += 1;
+                    let archive = archived.map_or("no home".to_owned(), |a| a.to_string());
+                    tracing::info!(tenant = %name, %archive, "tenant removed");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(removal = id, error = %format!("{e:#}"), "removal failed; retrying next pass")
+                }
+                Err(e) => tracing::error!(removal = id, error = %e, "a removal task panicked"),
+            }
+        }
         for agent_store::Removal {
             id,
             name: raw,
@@ -420,6 +453,9 @@ impl Reconciler {
             gid,
         } in agent_store::removals(&self.store).await?
         {
+            if self.removing.contains_key(&id) {
+                continue;
+            }
             let Ok(name) = TenantName::parse(&raw) else {
                 tracing::error!(name = %raw, "a removal names no valid tenant; skipped");
                 continue;
@@ -432,49 +468,82 @@ impl Reconciler {
                 tracing::error!(tenant = %name, "a removal has IDs outside the range; skipped");
                 continue;
             };
-            match self.remove(&name, uid, gid).await {
-                Ok(archive) => {
-                    self.report(Report::Removed { removal_id: id }).await;
-                    report.removed += 1;
-                    tracing::info!(tenant = %name, archive = ?archive, "tenant removed");
-                }
-                Err(e) => {
-                    tracing::warn!(tenant = %name, error = %format!("{e:#}"), "removal failed; retrying next pass")
-                }
-            }
+            self.supervisor.stop_soon(&master_key(&name), STOP_GRACE);
+            let removal = Removal {
+                id,
+                name,
+                uid,
+                gid,
+                config: self.config.clone(),
+                privileged: self.privileged,
+                cgroups: self.cgroups.clone(),
+            };
+            self.removing.insert(id, tokio::spawn(removal.run()));
         }
         Ok(())
     }
+}
 
-    async fn remove(
-        &mut self,
-        name: &TenantName,
-        uid: u32,
-        gid: u32,
-    ) -> anyhow::Result<Option<PathBuf>> {
-        self.supervisor.stop(&master_key(name), STOP_GRACE).await;
+/// One deleted tenant being torn down, in a task of its own.
+struct Removal {
+    id: i64,
+    name: TenantName,
+    uid: u32,
+    gid: u32,
+    config: Config,
+    privileged: bool,
+    cgroups: cgroup::Cgroups,
+}
+
+impl Removal {
+    async fn run(self) -> anyhow::Result<(TenantName, Option<super::archive::Archived>)> {
+        let name = &self.name;
+        // The master was told to stop; its workers may still finish requests meanwhile.
+        let deadline = Instant::now() + STOP_GRACE + std::time::Duration::from_secs(2);
+        while self.privileged && Instant::now() < deadline && !processes_of(self.uid).is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
         let paths = PoolPaths::new(&self.config.run_dir, name);
         for f in [&paths.conf, &paths.pid, &paths.socket] {
             let _ = std::fs::remove_file(f);
         }
         super::logs::remove_tenant(&self.config.log_dir, name)?;
         let home = self.config.tenants_root.home(name);
-        let archive = if home.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-            let archive = super::archive::home(&self.config, name, &home).await?;
-            std::fs::remove_dir_all(&home)
+        let archived = if home.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            let archived =
+                super::archive::home(&self.config.agent_dir, name, self.id, &home).await?;
+            let doomed = home.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&doomed))
+                .await?
                 .with_context(|| format!("removing {}", home.display()))?;
-            Some(archive)
+            Some(archived)
         } else {
             None
         };
         if self.privileged {
-            system::remove_tenant_user(name, uid, gid)?;
+            let (name, uid, gid) = (name.clone(), self.uid, self.gid);
+            tokio::task::spawn_blocking(move || system::remove_tenant_user(&name, uid, gid))
+                .await??;
             if self.cgroups.available() {
-                let _ = self.cgroups.tenant(name.as_str()).remove();
+                let _ = self.cgroups.tenant(self.name.as_str()).remove();
             }
         }
-        Ok(archive)
+        Ok((self.name, archived))
     }
+}
+
+/// The processes running as `uid`, from /proc.
+fn processes_of(uid: u32) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            (e.metadata().ok()?.uid() == uid).then_some(pid)
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Clone, Copy)]

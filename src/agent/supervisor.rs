@@ -310,6 +310,7 @@ impl Supervisor {
 
     /// Stops a service gracefully (its stop signal to the whole process group), then kills
     /// what is left after `grace`. The service is forgotten.
+    #[cfg(test)]
     pub async fn stop(&mut self, key: &str, grace: Duration) {
         let Some(mut s) = self.services.remove(key) else {
             return;
