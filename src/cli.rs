@@ -166,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.command, Command::Serve) && config.agent {
         // The agent never writes the store: the panel it starts makes it, and the agent
         // reads it read-only.
-        return crate::agent::serve(config).await;
+        return crate::agent::serve(config, cli.settings).await;
     }
     act_as_store_owner(&config)?;
     let control = open(config).await?;

@@ -12,6 +12,8 @@ mod health;
 mod home;
 mod logs;
 mod pool;
+mod process;
+mod proxy;
 mod publish;
 mod reconcile;
 mod supervisor;
@@ -19,6 +21,7 @@ mod system;
 
 use crate::config::Config;
 use crate::contract::handover::{self, Plan, Socket};
+use crate::domain::TenantName;
 use anyhow::Context;
 use nix::sys::signal::Signal;
 use nix::unistd::{chown, Gid, Uid};
@@ -62,11 +65,13 @@ fn prepare_dirs(config: &Config, panel: Option<(Uid, Gid)>) -> anyhow::Result<()
         run.path().to_owned(),
         run.fpm_dir(),
         run.pools_dir(),
+        process::records_dir(run),
         config.agent_dir.clone(),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     set_mode(&config.agent_dir, 0o700)?;
+    set_mode(&process::records_dir(run), 0o700)?;
     if panel.is_some() {
         // The runtime and agent directories are root's.
         for dir in [run.path(), config.agent_dir.as_path()] {
@@ -146,8 +151,11 @@ fn panel_launch(
     })
 }
 
-/// Runs the agent until SIGTERM or Ctrl-C: the panel, the masters, the reconciler.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the agent: the panel, the proxy, the masters, the reconciler. SIGTERM or Ctrl-C
+/// stops everything; SIGQUIT makes the agent leave the proxy and the masters serving for the
+/// next agent, which adopts them (a restart or an upgrade of lodge); SIGHUP reads the
+/// settings again and replaces the proxy without dropping a connection.
+pub async fn serve(config: Config, settings: crate::config::SettingArgs) -> anyhow::Result<()> {
     let privileged = nix::unistd::geteuid().is_root();
     // 1. lodge's own accounts (root only).
     let (panel, www_gid, log_owners) = if privileged {
@@ -174,14 +182,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // 2. directories: the store's belongs to the panel's user, who makes the store in it.
     prepare_dirs(&config, panel)?;
-    // 3. masters a previous run left behind are stopped; the passes below start them again.
-    supervisor::stop_leftovers(&config.run_dir.pools_dir()).await;
+    // 3. what a previous agent left serving is adopted: the masters (kept when their pool
+    //    file is still the one wanted, reloaded gracefully otherwise, by the first pass) and
+    //    the proxy (its sockets taken back; kept, or replaced while it drains).
+    let mut supervisor = supervisor::Supervisor::new(process::records_dir(&config.run_dir));
+    adopt_masters(&config, &mut supervisor);
+    stop_leftover_panel(&supervisor);
+    let proxy_sockets = proxy::start(&mut supervisor, &config, panel, privileged)?;
     // 4. the wake-up socket the panel writes to after each change, and the one the agent
     //    reports on (bound here, handed to the panel; it stays open for a restarted panel).
     let wake = crate::contract::wake::bind(&config.run_dir, panel)?;
     let report = bind_private_socket(&config.run_dir.panel_report())?;
     // 5. the panel, supervised; the agent reads the store once the panel has made it.
-    let mut supervisor = supervisor::Supervisor::new();
     supervisor
         .ensure("panel", panel_launch(&config, panel, &report)?)
         .context("starting the panel")?;
@@ -200,34 +212,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         log_owners,
         supervisor,
     );
-    // 6. the proxy, as lodge-www, on sockets bound here (it never needs root), with its
-    //    metrics socket, which only the panel's group may connect to.
-    let listeners = bind_proxy_listeners(&config)?;
-    let _ = std::fs::remove_file(config.run_dir.proxy_metrics());
-    let metrics = if listeners.is_empty() {
-        None
-    } else {
-        Some(bind_metrics_socket(&config, panel)?)
-    };
-    // Both stay open as long as the agent runs: a restarted proxy is handed them again.
-    let control = metrics
-        .is_some()
-        .then(|| bind_private_socket(&config.run_dir.proxy_control()))
-        .transpose()?;
-    if let (Some(metrics), Some(control)) = (&metrics, &control) {
-        let launch = proxy_launch(
-            &config,
-            &listeners,
-            [(Socket::Metrics, metrics), (Socket::Control, control)],
-            www_gid.map(|_| system::PROXY_USER),
-        )?;
-        reconciler
-            .supervisor
-            .ensure("proxy", launch)
-            .context("starting the proxy")?;
-        reconciler.proxy_runs = true;
-    }
-    // 7. health checks of every pool, beside the reconciler.
+    reconciler.proxy_runs = proxy_sockets.serves();
+    // 6. health checks of every pool, beside the reconciler.
     let restarts = health::Restarts::default();
     let checks = tokio::spawn(health::run(
         reconciler.store.clone(),
@@ -235,60 +221,214 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         restarts.clone(),
         privileged,
     ));
-    // 8. converge, then follow changes.
-    run_loop(&mut reconciler, wake, &restarts).await;
+    // 7. converge, then follow changes.
+    let mut agent = Running {
+        reconciler,
+        proxy: proxy_sockets,
+        panel,
+        privileged,
+        settings,
+    };
+    let exit = agent.run(wake, &restarts).await;
     checks.abort();
-    reconciler.supervisor.stop_all(supervisor::STOP_GRACE).await;
+    match exit {
+        Exit::Stop => {
+            agent
+                .reconciler
+                .supervisor
+                .stop_all(supervisor::STOP_GRACE)
+                .await
+        }
+        Exit::Leave => {
+            tracing::info!("leaving the proxy and the masters serving for the next agent");
+            agent.reconciler.supervisor.leave().await;
+        }
+    }
+    drop(report);
     Ok(())
 }
 
-/// The proxy's listening sockets, bound by the agent (the only part that may bind :80).
-fn bind_proxy_listeners(config: &Config) -> anyhow::Result<Vec<(Socket, std::net::TcpListener)>> {
-    let mut out = Vec::new();
-    for (socket, addr) in [
-        (Socket::Http, config.http_listen),
-        (Socket::Https, config.https_listen),
-    ] {
-        if let Some(addr) = addr {
-            let listener = std::net::TcpListener::bind(addr).with_context(|| {
-                format!("binding the proxy's {} listener to {addr}", socket.name())
-            })?;
-            out.push((socket, listener));
-        }
+/// Takes over the masters a previous agent recorded. Those of tenants that are gone are
+/// stopped by the first full pass.
+fn adopt_masters(config: &Config, supervisor: &mut supervisor::Supervisor) {
+    let Some(php_fpm) = config.php_fpm.as_deref() else {
+        return;
+    };
+    for key in supervisor.recorded() {
+        let Some(tenant) = key
+            .strip_prefix("fpm:")
+            .and_then(|t| TenantName::parse(t).ok())
+        else {
+            continue;
+        };
+        let paths = pool::PoolPaths::new(&config.run_dir, &tenant);
+        supervisor.adopt(&key, Launch::php_fpm(php_fpm, &paths.conf, &paths.pid));
     }
-    Ok(out)
 }
 
-/// The socket the proxy serves its metrics on, bound here in the root-owned run directory
-/// and handed over: root:lodge 0660, so the panel connects and tenants cannot.
-fn bind_metrics_socket(
-    config: &Config,
-    panel: Option<(Uid, Gid)>,
-) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let path = config.run_dir.proxy_metrics();
-    // Bound with root's umask: nobody else may connect before the owner and mode are set.
-    let listener = std::os::unix::net::UnixListener::bind(&path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    if let Some((_, gid)) = panel {
-        nix::unistd::fchownat(
-            None,
-            &path,
-            Some(Uid::from_raw(0)),
-            Some(gid),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .with_context(|| format!("chown {}", path.display()))?;
-        set_mode(&path, 0o660)?;
-    } else {
-        set_mode(&path, 0o600)?;
+/// A panel a previous agent started should have ended with it (it is not on the serving
+/// path); one that did not would hold the panel's port.
+fn stop_leftover_panel(supervisor: &supervisor::Supervisor) {
+    let dir = supervisor.records_dir();
+    if let Some(record) = process::load(&dir, "panel") {
+        if let Ok(p) = process::Pidfd::adopt(&record) {
+            tracing::info!(pid = p.pid, "stopping a panel a previous agent left");
+            let _ = p.signal(Signal::SIGTERM);
+        }
+        process::forget(&dir, "panel");
     }
-    Ok(listener)
+}
+
+/// How the agent ends.
+enum Exit {
+    /// Everything stops (SIGTERM, Ctrl-C).
+    Stop,
+    /// The servers keep serving for the next agent (SIGQUIT).
+    Leave,
+}
+
+/// The running agent: what a SIGHUP needs besides the reconciler.
+struct Running {
+    reconciler: Reconciler,
+    proxy: proxy::ProxySockets,
+    panel: Option<(Uid, Gid)>,
+    privileged: bool,
+    settings: crate::config::SettingArgs,
+}
+
+impl Running {
+    /// SIGHUP: the settings read again, the proxy replaced (the old one drains).
+    fn reload(&mut self) {
+        let config = match Config::load(&self.settings) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reading the settings again failed; nothing changed");
+                return;
+            }
+        };
+        let old = &self.reconciler.config;
+        if config.run_dir != old.run_dir
+            || config.data_dir != old.data_dir
+            || config.tenants_root != old.tenants_root
+        {
+            tracing::warn!("the directories changed: they take effect when lodge is started again");
+        }
+        let mut next = old.clone();
+        next.http_listen = config.http_listen;
+        next.https_listen = config.https_listen;
+        next.php_fpm = config.php_fpm;
+        let held = std::mem::take(&mut self.proxy);
+        match proxy::restart(
+            &mut self.reconciler.supervisor,
+            &next,
+            self.panel,
+            self.privileged,
+            held,
+        ) {
+            Ok(sockets) => {
+                self.reconciler.proxy_runs = sockets.serves();
+                self.proxy = sockets;
+                tracing::info!("settings read again; the proxy was replaced");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "replacing the proxy failed"),
+        }
+        self.reconciler.config = next;
+    }
+
+    async fn run(&mut self, wake: tokio::net::UnixDatagram, restarts: &health::Restarts) -> Exit {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut full = tokio::time::interval(FULL_PASS);
+        // After a long pass, the next full pass waits its turn instead of running back to back.
+        full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut reopen = signal(SignalKind::user_defined1()).ok();
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut quit = signal(SignalKind::quit()).ok();
+        let shutdown = crate::contract::signals::shutdown();
+        tokio::pin!(shutdown);
+        let mut buf = [0u8; 64];
+        loop {
+            let full_pass = tokio::select! {
+                _ = &mut shutdown => return Exit::Stop,
+                _ = recv(&mut quit) => return Exit::Leave,
+                _ = tick.tick() => {
+                    self.supervise(restarts).await;
+                    continue;
+                }
+                _ = recv(&mut reopen) => {
+                    // Log rotation: the masters and the proxy reopen their log files.
+                    let s = &self.reconciler.supervisor;
+                    for key in s.keys().iter().filter(|k| k.starts_with("fpm:") || *k == proxy::KEY) {
+                        s.signal(key, Signal::SIGUSR1);
+                    }
+                    continue;
+                }
+                _ = recv(&mut hangup) => {
+                    self.reload();
+                    false
+                }
+                _ = wake.recv(&mut buf) => {
+                    // Several changes in a burst make one pass.
+                    while wake.try_recv(&mut buf).is_ok() {}
+                    false
+                }
+                _ = full.tick() => true,
+            };
+            match self.reconciler.pass(full_pass).await {
+                Ok(report) if report.applied > 0 || report.removed > 0 => {
+                    tracing::info!(
+                        applied = report.applied,
+                        errors = report.errors,
+                        removed = report.removed,
+                        ms = report.elapsed_ms,
+                        full = full_pass,
+                        "pass"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile pass failed"),
+            }
+        }
+    }
+
+    /// Restarts what died, and records crash loops.
+    async fn supervise(&mut self, restarts: &health::Restarts) {
+        let r = &mut self.reconciler;
+        for event in r.supervisor.tick() {
+            match event {
+                Event::CrashLoop { key, message } => {
+                    if let Err(e) = r.crash_loop(&key, &message).await {
+                        tracing::error!(error = %e, "recording a crash loop");
+                    }
+                }
+                Event::Restarted { key, restarts: n } => {
+                    tracing::info!(service = %key, restarts = n, "restarted");
+                    if let (Some(tenant), Ok(mut counts)) =
+                        (key.strip_prefix("fpm:"), restarts.lock())
+                    {
+                        counts.insert(tenant.to_owned(), n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next delivery of a signal this process may not be able to watch.
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A socket only the agent connects to (the proxy's control socket, the panel's report
 /// socket), bound here in the root-owned run directory and handed to the child that serves
 /// it: root's alone (0600).
-fn bind_private_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+pub(crate) fn bind_private_socket(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     let _ = std::fs::remove_file(path);
     // Bound with root's umask, then closed to everyone else before anything can connect
     // that matters: only root may connect to a 0600 socket.
@@ -324,110 +464,5 @@ async fn wait_for_store(
         }
         supervisor.tick();
         tokio::time::sleep(TICK).await;
-    }
-}
-
-/// How to start the proxy: `lodge proxy` as lodge-www (root) with the listeners, the
-/// metrics and the control socket handed over (`contract::handover`).
-fn proxy_launch<'a>(
-    config: &Config,
-    listeners: &[(Socket, std::net::TcpListener)],
-    unix: impl IntoIterator<Item = (Socket, &'a std::os::unix::net::UnixListener)>,
-    user: Option<&str>,
-) -> anyhow::Result<Launch> {
-    use std::os::fd::AsRawFd;
-    let plan = Plan::new(
-        listeners
-            .iter()
-            .map(|(socket, l)| (*socket, l.as_raw_fd()))
-            .chain(unix.into_iter().map(|(socket, l)| (socket, l.as_raw_fd()))),
-    )?;
-    let user = match user {
-        Some(u) => {
-            let u = nix::unistd::User::from_name(u)?.with_context(|| format!("no user {u}"))?;
-            Some((u.uid.as_raw(), u.gid.as_raw()))
-        }
-        None => None,
-    };
-    let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
-        ("LODGE_RUN_DIR".into(), config.run_dir.path().into()),
-        (handover::ENV.into(), plan.env_value().into()),
-        ("LODGE_LOG_DIR".into(), config.log_dir.path().into()),
-    ];
-    if let Some(v) = std::env::var_os("LODGE_LOG") {
-        env.push(("LODGE_LOG".into(), v));
-    }
-    Ok(Launch {
-        program: std::env::current_exe().context("finding the lodge binary")?,
-        args: vec!["proxy".into()],
-        env,
-        user,
-        pid_file: None,
-        stop_signal: Signal::SIGTERM,
-        parent_death: Some(Signal::SIGTERM),
-        fds: plan.fds(),
-    })
-}
-
-async fn run_loop(r: &mut Reconciler, wake: tokio::net::UnixDatagram, restarts: &health::Restarts) {
-    let mut full = tokio::time::interval(FULL_PASS);
-    // After a long pass, the next full pass waits its turn instead of running back to back.
-    full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut reopen =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-    let shutdown = crate::contract::signals::shutdown();
-    tokio::pin!(shutdown);
-    let mut buf = [0u8; 64];
-    loop {
-        let full_pass = tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {
-                for event in r.supervisor.tick() {
-                    match event {
-                        Event::CrashLoop { key, message } => {
-                            if let Err(e) = r.crash_loop(&key, &message).await {
-                                tracing::error!(error = %e, "recording a crash loop");
-                            }
-                        }
-                        Event::Restarted { key, restarts: n } => {
-                            tracing::info!(service = %key, restarts = n, "restarted");
-                            if let (Some(tenant), Ok(mut counts)) = (key.strip_prefix("fpm:"), restarts.lock()) {
-                                counts.insert(tenant.to_owned(), n);
-                            }
-                        }
-                    }
-                }
-                continue;
-            }
-            _ = async { match reopen.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {
-                // Log rotation: the masters and the proxy reopen their log files.
-                for key in r.supervisor.keys().iter().filter(|k| k.starts_with("fpm:") || *k == "proxy") {
-                    r.supervisor.signal(key, Signal::SIGUSR1);
-                }
-                continue;
-            }
-            _ = wake.recv(&mut buf) => {
-                // Several changes in a burst make one pass.
-                while wake.try_recv(&mut buf).is_ok() {}
-                false
-            }
-            _ = full.tick() => true,
-        };
-        match r.pass(full_pass).await {
-            Ok(report) if report.applied > 0 || report.removed > 0 => {
-                tracing::info!(
-                    applied = report.applied,
-                    errors = report.errors,
-                    removed = report.removed,
-                    ms = report.elapsed_ms,
-                    full = full_pass,
-                    "pass"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "reconcile pass failed"),
-        }
     }
 }

@@ -148,6 +148,10 @@ fn truncate(mut message: String) -> String {
 
 /// The supervisor key of a tenant's master.
 pub fn master_key(name: &TenantName) -> String {
+    master_key_of(name.as_str())
+}
+
+fn master_key_of(name: &str) -> String {
     format!("fpm:{name}")
 }
 
@@ -195,6 +199,7 @@ impl Reconciler {
         let docroots = agent_store::docroots(&self.store).await?;
         // Tenants applied without error, recorded `ok` once the proxy serves their vhosts.
         let mut applied = Vec::new();
+        self.ids.clear();
         for record in records {
             self.ids.insert(record.name.clone(), record.id);
             // What this agent applied counts even when the panel missed the report.
@@ -237,6 +242,17 @@ impl Reconciler {
                         error: Some(truncate(message)),
                     })
                     .await;
+                }
+            }
+        }
+        if full {
+            // A master adopted from a previous agent whose tenant is gone.
+            let known: std::collections::HashSet<String> =
+                self.ids.keys().map(|n| master_key_of(n)).collect();
+            for key in self.supervisor.keys() {
+                if key.starts_with("fpm:") && !known.contains(&key) {
+                    tracing::info!(service = %key, "stopping a master no tenant owns");
+                    self.supervisor.stop_soon(&key, STOP_GRACE);
                 }
             }
         }

@@ -1,9 +1,14 @@
-//! The supervisor: starts the panel and one php-fpm master per tenant as children, each in
+//! The supervisor: starts the panel, the proxy and one php-fpm master per tenant, each in
 //! its own process group, restarts what dies with exponential back-off, stops a crash loop,
 //! and signals masters: SIGUSR2 to reload a changed file, SIGUSR1 to reopen logs, SIGQUIT to
 //! stop gracefully.
+//!
+//! What serves sites (the proxy, the masters) outlives the agent: no parent-death signal,
+//! and a record of each process in `<run-dir>/pids/` (`process`). A restarted agent adopts
+//! them ([`Supervisor::adopt`]) and supervises them as its own children, through a pidfd.
 
-use nix::sys::signal::{kill, killpg, Signal};
+use super::process::{self, Pidfd, Record};
+use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
@@ -67,9 +72,61 @@ pub enum State {
     CrashLoop(String),
 }
 
+/// A running service: a child of this agent, or one a previous agent started.
+pub enum Proc {
+    Child(Child),
+    Adopted(Pidfd),
+}
+
+impl Proc {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Adopted(p) => (!p.exited()).then_some(p.pid),
+        }
+    }
+
+    /// `Some(how)` once it has exited.
+    fn try_exited(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Proc::Child(c) => Ok(c.try_wait()?.map(|status| status.to_string())),
+            Proc::Adopted(p) => Ok(p.exited().then(|| "exited".to_owned())),
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> bool {
+        match self {
+            Proc::Child(c) => c.id().is_some_and(|pid| {
+                nix::sys::signal::kill(Pid::from_raw(pid as i32), signal).is_ok()
+            }),
+            Proc::Adopted(p) => p.signal(signal).is_ok(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.wait().await;
+            }
+            Proc::Adopted(p) => p.wait().await,
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Proc::Child(c) => {
+                let _ = c.start_kill();
+            }
+            Proc::Adopted(p) => {
+                let _ = p.signal(Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 struct Service {
     launch: Launch,
-    child: Option<Child>,
+    child: Option<Proc>,
     crashes: VecDeque<Instant>,
     next_start: Option<Instant>,
     crash_loop: Option<String>,
@@ -87,8 +144,10 @@ pub enum Event {
 
 pub struct Supervisor {
     services: HashMap<String, Service>,
-    /// Services told to stop whose exit is awaited by `tick`: (child, kill it after).
-    stopping: Vec<(Child, Instant)>,
+    /// Services told to stop whose exit is awaited by `tick`: (process, kill it after).
+    stopping: Vec<(Proc, Instant)>,
+    /// Where each started process is recorded (none: not recorded, in unit tests).
+    records: Option<PathBuf>,
     /// The first step of the back-off (1 s; the tests use less).
     backoff_unit: Duration,
 }
@@ -99,6 +158,7 @@ impl Default for Supervisor {
             services: HashMap::new(),
             backoff_unit: Duration::from_secs(1),
             stopping: Vec::new(),
+            records: None,
         }
     }
 }
@@ -146,8 +206,95 @@ fn spawn(launch: &Launch) -> std::io::Result<Child> {
 }
 
 impl Supervisor {
-    pub fn new() -> Self {
-        Self::default()
+    /// A supervisor that records what it starts in `records` (root's alone).
+    pub fn new(records: PathBuf) -> Self {
+        Self {
+            records: Some(records),
+            ..Self::default()
+        }
+    }
+
+    fn start(&self, key: &str, launch: &Launch) -> std::io::Result<Proc> {
+        let child = spawn(launch)?;
+        if let (Some(dir), Some(pid)) = (&self.records, child.id()) {
+            match Record::of(pid).and_then(|r| process::save(dir, key, &r)) {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(service = key, error = %e, "recording a started process"),
+            }
+        }
+        Ok(Proc::Child(child))
+    }
+
+    /// Takes over `key`'s process that a previous agent started, if its record names a
+    /// process that still runs `launch`'s program: from now on it is supervised (restarted
+    /// when it dies, stopped with the others) as if it were a child. A record that names
+    /// another program or a reused pid is dropped, and that process left alone.
+    pub fn adopt(&mut self, key: &str, launch: Launch) -> Option<u32> {
+        let dir = self.records.as_ref()?;
+        let record = process::load(dir, key)?;
+        let program = std::fs::canonicalize(&launch.program).unwrap_or(launch.program.clone());
+        let pidfd = match Pidfd::adopt(&record) {
+            Ok(p) if record.exe == program => p,
+            Ok(_) | Err(_) => {
+                tracing::info!(
+                    service = key,
+                    pid = record.pid,
+                    "a record names a process that is not ours now; left alone"
+                );
+                process::forget(dir, key);
+                return None;
+            }
+        };
+        let pid = pidfd.pid;
+        self.services.insert(
+            key.to_owned(),
+            Service {
+                launch,
+                child: Some(Proc::Adopted(pidfd)),
+                crashes: VecDeque::new(),
+                next_start: None,
+                crash_loop: None,
+                restarts: 0,
+                last_pid: Some(pid),
+            },
+        );
+        tracing::info!(service = key, pid, "adopted");
+        Some(pid)
+    }
+
+    /// The keys of every process a previous agent recorded.
+    pub fn recorded(&self) -> Vec<String> {
+        self.records
+            .as_deref()
+            .map(process::keys)
+            .unwrap_or_default()
+    }
+
+    /// Forgets `key` without stopping it (its record goes too): a replaced proxy that is
+    /// draining, say.
+    pub fn release(&mut self, key: &str) -> Option<Proc> {
+        if let Some(dir) = &self.records {
+            process::forget(dir, key);
+        }
+        self.services.remove(key)?.child
+    }
+
+    /// Makes a process that was released wind down: `signal`, then SIGKILL to its group
+    /// after `grace` (reaped by `tick`).
+    pub fn retire(&mut self, process: Proc, signal: Signal, grace: Duration) {
+        process.signal(signal);
+        self.stopping.push((process, Instant::now() + grace));
+    }
+
+    /// Where the records are (a directory nothing uses, for a supervisor without them).
+    pub fn records_dir(&self) -> PathBuf {
+        self.records.clone().unwrap_or_default()
+    }
+
+    fn forget_record(&self, key: &str) {
+        if let Some(dir) = &self.records {
+            process::forget(dir, key);
+        }
     }
 
     /// A supervisor whose back-off starts at `unit` instead of one second.
@@ -180,7 +327,9 @@ impl Supervisor {
             service.next_start = None;
         }
         if service.child.is_none() && service.next_start.is_none_or(|t| t <= Instant::now()) {
-            let child = spawn(&service.launch)?;
+            let launch = service.launch.clone();
+            let child = self.start(key, &launch)?;
+            let service = self.services.get_mut(key).expect("inserted above");
             service.next_start = None;
             service.last_pid = child.id();
             service.child = Some(child);
@@ -215,23 +364,23 @@ impl Supervisor {
 
     /// Sends a signal to a running service's main process.
     pub fn signal(&self, key: &str, signal: Signal) -> bool {
-        match self.pid(key) {
-            Some(pid) => kill(Pid::from_raw(pid as i32), signal).is_ok(),
-            None => false,
-        }
+        self.services
+            .get(key)
+            .and_then(|s| s.child.as_ref())
+            .is_some_and(|p| p.signal(signal))
     }
 
     /// Reaps what exited, restarts what is due, and reports restarts and crash loops.
     pub fn tick(&mut self) -> Vec<Event> {
         let now_reap = Instant::now();
         self.stopping
-            .retain_mut(|(child, deadline)| match child.try_wait() {
+            .retain_mut(|(child, deadline)| match child.try_exited() {
                 Ok(Some(_)) | Err(_) => false,
                 Ok(None) if now_reap >= *deadline => {
                     if let Some(pid) = child.id() {
                         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     }
-                    let _ = child.start_kill();
+                    child.start_kill();
                     true
                 }
                 Ok(None) => true,
@@ -239,9 +388,10 @@ impl Supervisor {
         let now = Instant::now();
         let mut events = Vec::new();
         let unit = self.backoff_unit;
+        let mut restart = Vec::new();
         for (key, s) in self.services.iter_mut() {
             if let Some(child) = s.child.as_mut() {
-                match child.try_wait() {
+                match child.try_exited() {
                     Ok(None) => continue,
                     Ok(Some(status)) => {
                         tracing::warn!(service = %key, %status, "service exited; restarting");
@@ -287,21 +437,27 @@ impl Supervisor {
             }
             if s.child.is_none() && s.crash_loop.is_none() && s.next_start.is_some_and(|t| t <= now)
             {
-                match spawn(&s.launch) {
-                    Ok(child) => {
-                        s.last_pid = child.id();
-                        s.child = Some(child);
-                        s.next_start = None;
-                        s.restarts += 1;
-                        events.push(Event::Restarted {
-                            key: key.clone(),
-                            restarts: s.restarts,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::error!(service = %key, error = %e, "restart failed");
-                        s.next_start = Some(now + Duration::from_secs(5));
-                    }
+                restart.push(key.clone());
+            }
+        }
+        for key in restart {
+            let launch = self.services[&key].launch.clone();
+            let started = self.start(&key, &launch);
+            let s = self.services.get_mut(&key).expect("listed above");
+            match started {
+                Ok(child) => {
+                    s.last_pid = child.id();
+                    s.child = Some(child);
+                    s.next_start = None;
+                    s.restarts += 1;
+                    events.push(Event::Restarted {
+                        key: key.clone(),
+                        restarts: s.restarts,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(service = %key, error = %e, "restart failed");
+                    s.next_start = Some(now + Duration::from_secs(5));
                 }
             }
         }
@@ -315,6 +471,7 @@ impl Supervisor {
         let Some(mut s) = self.services.remove(key) else {
             return;
         };
+        self.forget_record(key);
         if let Some(mut child) = s.child.take() {
             stop_child(&mut child, s.launch.stop_signal, grace).await;
         }
@@ -330,6 +487,7 @@ impl Supervisor {
         let Some(mut s) = self.services.remove(key) else {
             return;
         };
+        self.forget_record(key);
         if let Some(child) = s.child.take() {
             if let Some(pid) = child.id() {
                 let _ = killpg(Pid::from_raw(pid as i32), s.launch.stop_signal);
@@ -341,8 +499,23 @@ impl Supervisor {
         }
     }
 
+    /// Leaves every service running for the next agent to adopt (their records stay); only
+    /// what was already stopping is seen to the end.
+    pub async fn leave(&mut self) {
+        let stopping = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .map(|(mut child, deadline)| async move { finish(&mut child, deadline).await });
+        futures_util::future::join_all(stopping).await;
+        self.services.clear();
+    }
+
     /// Stops everything, masters first, in parallel.
     pub async fn stop_all(&mut self, grace: Duration) {
+        if let Some(dir) = &self.records {
+            for key in self.services.keys() {
+                process::forget(dir, key);
+            }
+        }
         let services: Vec<(String, Service)> = self.services.drain().collect();
         let stops = services.into_iter().map(|(_, mut s)| async move {
             if let Some(mut child) = s.child.take() {
@@ -354,69 +527,32 @@ impl Supervisor {
         });
         // Services already told to stop (a suspended tenant's master) finish within their
         // own deadline, or are killed: nothing outlives the agent's shutdown.
-        let stopping = std::mem::take(&mut self.stopping).into_iter().map(
-            |(mut child, deadline)| async move {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if tokio::time::timeout(left, child.wait()).await.is_err() {
-                    if let Some(pid) = child.id() {
-                        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    }
-                    let _ = child.kill().await;
-                }
-            },
-        );
+        let stopping = std::mem::take(&mut self.stopping)
+            .into_iter()
+            .map(|(mut child, deadline)| async move { finish(&mut child, deadline).await });
         futures_util::future::join_all(stops).await;
         futures_util::future::join_all(stopping).await;
     }
 }
 
-async fn stop_child(child: &mut Child, signal: Signal, grace: Duration) {
+/// Waits for a stopping process until `deadline`, then kills its group.
+async fn finish(child: &mut Proc, deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if tokio::time::timeout(left, child.wait()).await.is_err() {
+        if let Some(pid) = child.id() {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        child.start_kill();
+        child.wait().await;
+    }
+}
+
+async fn stop_child(child: &mut Proc, signal: Signal, grace: Duration) {
     if let Some(pid) = child.id() {
         // The group: the master and its workers.
         let _ = killpg(Pid::from_raw(pid as i32), signal);
     }
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        if let Some(pid) = child.id() {
-            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
-        }
-        let _ = child.kill().await;
-    }
-}
-
-/// Stops masters a previous agent left running (their pid files are in `dir`): SIGQUIT,
-/// then SIGKILL. Only processes whose command line is php-fpm's are touched.
-pub async fn stop_leftovers(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "pid") {
-            continue;
-        }
-        let pid = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        let _ = std::fs::remove_file(&path);
-        let Some(pid) = pid.filter(|p| *p > 1) else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains("php-fpm") {
-            continue;
-        }
-        tracing::info!(pid, pid_file = %path.display(), "stopping a php-fpm master left by a previous run");
-        let pid = Pid::from_raw(pid);
-        let _ = kill(pid, Signal::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && kill(pid, None).is_ok() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if kill(pid, None).is_ok() {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-    }
+    finish(child, Instant::now() + grace).await;
 }
 
 #[cfg(test)]
@@ -467,11 +603,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_service_is_restarted_at_once() {
-        let mut sup = Supervisor::new();
+        let mut sup = Supervisor::default();
         sup.ensure("sleeper", launch("/bin/sleep", &["30"]))
             .unwrap();
         let first = sup.pid("sleeper").unwrap();
-        kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
         let deadline = Instant::now() + Duration::from_secs(2);
         while sup.pid("sleeper").is_none_or(|p| p == first) {
             assert!(Instant::now() < deadline, "not restarted");

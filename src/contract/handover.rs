@@ -172,7 +172,7 @@ impl Sockets {
 }
 
 /// A handed-over descriptor must be a listening socket of the family its name says.
-fn check_listening(fd: RawFd, socket: Socket) -> anyhow::Result<()> {
+pub fn check_listening(fd: RawFd, socket: Socket) -> anyhow::Result<()> {
     use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrStorage};
     // SAFETY: only borrowed for the two queries below; ownership is taken by the caller.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
