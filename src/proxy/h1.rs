@@ -73,7 +73,19 @@ where
                     return Some(Rewind::new(buf.freeze(), io))
                 }
                 Parsed::Partial => {
-                    match read_head(&mut io, &mut buf, &mut deadline, head_timeout).await {
+                    // Between requests a draining proxy closes the connection; a request
+                    // that has begun is read and answered.
+                    let idle = buf.is_empty();
+                    let read = read_head(&mut io, &mut buf, &mut deadline, head_timeout);
+                    let read = if idle {
+                        tokio::select! {
+                            r = read => r,
+                            _ = super::drain::wait() => return None,
+                        }
+                    } else {
+                        read.await
+                    };
+                    match read {
                         Ok(0) | Err(_) => return None,
                         Ok(_) => {}
                     }
@@ -96,6 +108,10 @@ where
             }
         };
         match write_response(&mut io, &mut out, head_only, close, response).await {
+            Ok(true) if super::drain::started() && buf.is_empty() => {
+                let _ = io.shutdown().await;
+                return None;
+            }
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 let _ = io.shutdown().await;

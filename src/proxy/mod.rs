@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod deadline;
+mod drain;
 pub mod h1;
 mod host;
 pub mod metrics;

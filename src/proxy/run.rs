@@ -157,11 +157,24 @@ pub async fn serve(run_dir: RunDir, log_dir: LogDir, listeners: Sockets) -> anyh
         acceptor,
         shared.clone(),
         caps,
-        (loops, 0, first_inbox),
+        (loops.clone(), 0, first_inbox),
     ))];
     tokio::select! {
         _ = futures_util::future::join_all(tasks) => {}
         _ = crate::contract::signals::shutdown() => {}
+    }
+    // Stopping is draining: no more accepts, kept-alive connections closed between
+    // requests, the requests in flight answered, within a bound.
+    super::drain::start();
+    let deadline = std::time::Instant::now() + DRAIN_BOUND;
+    while loops.open() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if loops.open() > 0 {
+        tracing::warn!(
+            open = loops.open(),
+            "drain bound reached; closing what is left"
+        );
     }
     // The lines still buffered reach their files before the process ends.
     tokio::task::spawn_blocking(move || {
@@ -195,6 +208,10 @@ async fn serve_metrics(listener: tokio::net::UnixListener, shared: Arc<Shared>) 
         });
     }
 }
+
+/// How long a stopping proxy finishes its open requests (the agent's own bound for a
+/// replaced proxy is longer, so the proxy ends on its own).
+const DRAIN_BOUND: Duration = Duration::from_secs(25);
 
 /// Open connections one client address may hold; more are closed at once (a single
 /// address cannot take every connection slot).
@@ -292,6 +309,11 @@ impl Loops {
         (best, self.count(best))
     }
 
+    /// Connections open on every loop.
+    fn open(&self) -> usize {
+        self.0.iter().map(|(_, n)| n.load(Ordering::Relaxed)).sum()
+    }
+
     /// Counts one more open connection on loop `i`.
     fn count(&self, i: usize) -> Open {
         let counter = self.0[i].1.clone();
@@ -359,7 +381,12 @@ async fn accept(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // A draining proxy accepts no more: the next proxy, on the same socket, does.
+            _ = super::drain::wait() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept");
@@ -451,7 +478,18 @@ where
             Ok::<_, std::convert::Infallible>(handle(shared, conn, req).await)
         }
     });
-    let _ = builder().serve_connection(TokioIo::new(io), service).await;
+    let builder = builder();
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = super::drain::wait() => {
+            // Requests in flight are answered; then the connection closes (HTTP/2 with a
+            // GOAWAY).
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// HTTP/1.1 and HTTP/2 on one listener; slow headers are cut off (slowloris).
