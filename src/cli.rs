@@ -44,8 +44,14 @@ pub enum Command {
     /// Manage API tokens
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Check the configuration and the store, then exit
+    /// Check the configuration, the store and the service, then exit
     Check,
+    /// Install lodge as a systemd service (lodge.service), naming this binary
+    InstallService {
+        /// Start it too
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +168,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         };
         return crate::proxy::run::serve(config.run_dir, config.log_dir, sockets).await;
     }
+    if let Command::InstallService { now } = cli.command {
+        return crate::service::install(cli.settings.config.as_deref(), now);
+    }
     let config = Config::load(&cli.settings)?;
     if matches!(cli.command, Command::Serve) && config.agent {
         // The agent never writes the store: the panel it starts makes it, and the agent
@@ -178,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Panel => serve_panel(control).await,
         Command::Proxy => unreachable!("handled before the store is opened"),
+        Command::InstallService { .. } => unreachable!("handled before the store is opened"),
         Command::User(UserCommand::Add {
             name,
             role,
@@ -216,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 control.config.database_path().display(),
                 control.config.panel_listen
             );
+            println!("{}", crate::service::status());
             Ok(())
         }
     }

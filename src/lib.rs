@@ -20,4 +20,5 @@ pub mod fastcgi;
 pub(crate) mod nofollow;
 pub mod panel;
 pub(crate) mod proxy;
+pub(crate) mod service;
 pub mod store;

@@ -233,3 +233,53 @@ fn settings_come_from_flags_then_environment_then_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("uid range"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lodge install-service` writes the unit naming this binary, with a stop that leaves the
+/// sites serving; `lodge check` then says it is installed. Where systemd does not run (this
+/// development machine, CI), enabling fails and says why; the unit is written all the same.
+#[tokio::test]
+async fn install_service_writes_the_unit_and_check_reports_it() {
+    let unit = std::path::Path::new("/etc/systemd/system/lodge.service");
+    if !nix::unistd::geteuid().is_root() || !std::path::Path::new("/etc/systemd/system").is_dir() {
+        eprintln!("SKIPPED install_service_writes_the_unit_and_check_reports_it: needs root and /etc/systemd/system");
+        return;
+    }
+    if unit.exists() {
+        eprintln!("SKIPPED install_service_writes_the_unit_and_check_reports_it: a lodge.service is installed here already");
+        return;
+    }
+    let out = lodge(&["install-service"], None, &[]);
+    let written = std::fs::read_to_string(unit).expect("the unit is written");
+    let _ = std::fs::remove_file(unit);
+    let binary = std::fs::canonicalize(env!("CARGO_BIN_EXE_lodge")).unwrap();
+    assert!(
+        written.contains(&format!("\nExecStart={} serve\n", binary.display())),
+        "{written}"
+    );
+    assert!(written.contains("\nKillMode=process\n") && written.contains("\nRestart=always\n"));
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("systemctl"), "{err}");
+    }
+    // Written again for check to see, then gone.
+    std::fs::write(unit, &written).unwrap();
+    let dir = temp_dir("check-service");
+    let check = lodge(
+        &[
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--agent",
+            "false",
+            "check",
+        ],
+        None,
+        &[],
+    );
+    let _ = std::fs::remove_file(unit);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        said.contains("service: installed at /etc/systemd/system/lodge.service"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
