@@ -143,17 +143,49 @@ pub fn differs(conf: &Path, content: &str) -> bool {
         .unwrap_or(true)
 }
 
-/// Writes `content` as a candidate beside the live file, checks it, and only then renames
-/// it over the live one. A rejected candidate is removed and the live file stays. Pool
-/// files are root's alone: they name paths and users.
-pub async fn replace_checked(php_fpm: &Path, conf: &Path, content: &str) -> Result<(), String> {
-    let candidate = nofollow::write_beside(conf, content.as_bytes(), FileMode::private())
-        .map_err(|e| format!("writing the candidate for {}: {e}", conf.display()))?;
-    check(php_fpm, candidate.path()).await?;
-    candidate
-        .commit()
-        .map_err(|e| format!("installing {}: {e}", conf.display()))
+/// Writes `content` as a candidate beside the live file (not yet in place): [`check_all`]
+/// checks it, and only then is it renamed over the live one. A candidate dropped unchecked
+/// is removed and the live file stays. Pool files are root's alone: they name paths and
+/// users.
+pub fn write_candidate(conf: &Path, content: &str) -> Result<nofollow::Pending, String> {
+    nofollow::write_beside(conf, content.as_bytes(), FileMode::private())
+        .map_err(|e| format!("writing the candidate for {}: {e}", conf.display()))
 }
+
+/// Checks many candidates with one `php-fpm -t` (a file that includes them all: 500 pools
+/// take a third of a second, against 20 ms each alone); only when that fails is each
+/// checked alone, to say which. Returns each candidate's verdict, in order.
+pub async fn check_all(
+    php_fpm: &Path,
+    pools_dir: &Path,
+    candidates: &[&Path],
+) -> Vec<Result<(), String>> {
+    if candidates.is_empty() {
+        return Vec::new();
+    }
+    if candidates.len() > 1 {
+        let mut batch = String::from("[global]\nerror_log = /dev/null\n");
+        for c in candidates {
+            batch.push_str(&format!("include = {}\n", c.display()));
+        }
+        let path = pools_dir.join(".check-all.conf");
+        if let Ok(file) = nofollow::write_beside(&path, batch.as_bytes(), FileMode::private()) {
+            if check(php_fpm, file.path()).await.is_ok() {
+                return candidates.iter().map(|_| Ok(())).collect();
+            }
+        }
+    }
+    // One at a time, a few at once: which one php-fpm refuses.
+    let mut verdicts = Vec::with_capacity(candidates.len());
+    for chunk in candidates.chunks(CHECKS_AT_ONCE) {
+        let checks = chunk.iter().map(|c| check(php_fpm, c));
+        verdicts.extend(futures_util::future::join_all(checks).await);
+    }
+    verdicts
+}
+
+/// How many `php-fpm -t` run at once when candidates are checked alone.
+const CHECKS_AT_ONCE: usize = 4;
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,8 @@ use crate::store::StoreReader;
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How long a suspended tenant's running requests may take to finish before its workers are
@@ -107,6 +108,74 @@ impl Desired {
             },
         })
     }
+}
+
+/// How many tenants are prepared at once.
+const PREPARE_AT_ONCE: usize = 8;
+
+/// What preparing a tenant needs: nothing of the reconciler that changes.
+struct PrepareCtx {
+    config: Config,
+    privileged: bool,
+    www_gid: Option<Gid>,
+}
+
+/// A tenant whose user and home are in place, with its new pool file (when it changed)
+/// written beside the live one, not yet checked.
+struct Prepared {
+    paths: PoolPaths,
+    candidate: Option<crate::nofollow::Pending>,
+}
+
+/// The part of an apply that touches only this tenant's user, home and files: blocking, and
+/// safe to run for many tenants at once.
+fn prepare(ctx: &PrepareCtx, t: &Desired) -> anyhow::Result<Prepared> {
+    let home_path = ctx.config.tenants_root.home(&t.name);
+    let ids = if ctx.privileged {
+        system::ensure_tenant_user(&t.name, t.uid, t.gid, &home_path)?;
+        Some(Ids {
+            uid: Uid::from_raw(t.uid),
+            gid: Gid::from_raw(t.gid),
+            www_gid: ctx.www_gid.context("no lodge-www group")?,
+        })
+    } else {
+        None
+    };
+    fault("after-user", t.name.as_str());
+    let home = home::ensure_home(&ctx.config.tenants_root, &t.name, ids, &t.docroots)?;
+    fault("after-home", t.name.as_str());
+    let paths = PoolPaths::new(&ctx.config.run_dir, &t.name);
+    if t.suspended {
+        return Ok(Prepared {
+            paths,
+            candidate: None,
+        });
+    }
+    let spec = PoolSpec {
+        name: t.name.clone(),
+        home,
+        paths: paths.clone(),
+        privileged: ctx.privileged,
+        www_group: system::PROXY_USER.to_owned(),
+        pm: t.pm,
+        max_children: t.max_children,
+        max_requests: t.max_requests,
+        // A little above max_execution_time, so PHP's own limit speaks first.
+        terminate_timeout: t.max_execution_time + 10,
+        disable_functions: t.disable_functions.clone(),
+        settings: t.settings.clone(),
+        bounds: t.bounds,
+    };
+    let mut content = spec.render().context("rendering the pool file")?;
+    if super::fault_set("bad-pool", t.name.as_str()) {
+        content.push_str("pm.max_children = 0\n");
+    }
+    let candidate = if pool::differs(&paths.conf, &content) {
+        Some(pool::write_candidate(&paths.conf, &content).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    Ok(Prepared { paths, candidate })
 }
 
 /// What the reconciler keeps between passes.
@@ -199,6 +268,8 @@ impl Reconciler {
         let docroots = agent_store::docroots(&self.store).await?;
         // Tenants applied without error, recorded `ok` once the proxy serves their vhosts.
         let mut applied = Vec::new();
+        let mut due = Vec::new();
+        let mut failures: Vec<(i64, i64, String, anyhow::Error)> = Vec::new();
         self.ids.clear();
         for record in records {
             self.ids.insert(record.name.clone(), record.id);
@@ -219,31 +290,40 @@ impl Reconciler {
                 continue;
             }
             let (id, generation, raw_name) = (record.id, record.generation, record.name.clone());
-            let result = match Desired::parse(
+            report.applied += 1;
+            match Desired::parse(
                 record,
                 docroots.get(&id).map(Vec::as_slice).unwrap_or(&[]),
                 &self.config,
             ) {
-                Ok(desired) => self.apply(&desired).await,
-                Err(e) => Err(e.context("the store holds a value lodge would never write")),
-            };
-            report.applied += 1;
-            match result {
-                Ok(()) => applied.push((id, generation)),
+                Ok(desired) => due.push((id, generation, desired)),
                 Err(e) => {
-                    let message = format!("{e:#}");
-                    tracing::warn!(tenant = %raw_name, error = %message, "apply failed");
-                    report.errors += 1;
-                    self.applied.remove(&id);
-                    self.report(Report::Applied {
-                        tenant_id: id,
-                        generation,
-                        state: AppliedState::Error,
-                        error: Some(truncate(message)),
-                    })
-                    .await;
+                    let e = e.context("the store holds a value lodge would never write");
+                    failures.push((id, generation, raw_name, e));
                 }
             }
+        }
+        // Each due tenant's user, home and pool file, many at once; their checks together;
+        // then the masters, one after the other.
+        let results = self.apply_all(due).await;
+        for (id, generation, name, result) in results {
+            match result {
+                Ok(()) => applied.push((id, generation)),
+                Err(e) => failures.push((id, generation, name, e)),
+            }
+        }
+        for (id, generation, name, e) in failures {
+            let message = format!("{e:#}");
+            tracing::warn!(tenant = %name, error = %message, "apply failed");
+            report.errors += 1;
+            self.applied.remove(&id);
+            self.report(Report::Applied {
+                tenant_id: id,
+                generation,
+                state: AppliedState::Error,
+                error: Some(truncate(message)),
+            })
+            .await;
         }
         if full {
             // A master adopted from a previous agent whose tenant is gone.
@@ -339,56 +419,97 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn apply(&mut self, t: &Desired) -> anyhow::Result<()> {
-        let php_fpm = self.php_fpm()?;
-        let home_path = self.config.tenants_root.home(&t.name);
-        let ids = if self.privileged {
-            system::ensure_tenant_user(&t.name, t.uid, t.gid, &home_path)?;
-            Some(Ids {
-                uid: Uid::from_raw(t.uid),
-                gid: Gid::from_raw(t.gid),
-                www_gid: self.www_gid.context("no lodge-www group")?,
-            })
-        } else {
-            None
-        };
-        fault("after-user", t.name.as_str());
-        let home = home::ensure_home(&self.config.tenants_root, &t.name, ids, &t.docroots)?;
-        fault("after-home", t.name.as_str());
+    /// Applies many tenants: [`prepare`] for each, [`PREPARE_AT_ONCE`] at a time, on
+    /// blocking threads (users, homes and pool files are system calls and short programs);
+    /// the new pool files checked together; then each master started or reloaded.
+    async fn apply_all(
+        &mut self,
+        due: Vec<(i64, i64, Desired)>,
+    ) -> Vec<(i64, i64, String, anyhow::Result<()>)> {
+        let ctx = Arc::new(PrepareCtx {
+            config: self.config.clone(),
+            privileged: self.privileged,
+            www_gid: self.www_gid,
+        });
+        let mut prepared = Vec::with_capacity(due.len());
+        let mut pending = due.into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < PREPARE_AT_ONCE {
+                let Some((id, generation, desired)) = pending.next() else {
+                    break;
+                };
+                let ctx = ctx.clone();
+                running.spawn_blocking(move || {
+                    let name = desired.name.as_str().to_owned();
+                    let result = prepare(&ctx, &desired);
+                    (id, generation, name, desired, result)
+                });
+            }
+            match running.join_next().await {
+                Some(Ok(done)) => prepared.push(done),
+                Some(Err(e)) => tracing::error!(error = %e, "a tenant's apply panicked"),
+                None => break,
+            }
+        }
+        // The pool files that changed, checked by php-fpm in one run.
+        let php_fpm = self.php_fpm();
+        let candidates: Vec<&Path> = prepared
+            .iter()
+            .filter_map(|(.., r)| r.as_ref().ok()?.candidate.as_ref().map(|c| c.path()))
+            .collect();
+        let mut verdicts = match &php_fpm {
+            Ok(php_fpm) => {
+                pool::check_all(php_fpm, &self.config.run_dir.pools_dir(), &candidates).await
+            }
+            Err(e) => candidates.iter().map(|_| Err(format!("{e:#}"))).collect(),
+        }
+        .into_iter();
+        let mut results = Vec::with_capacity(prepared.len());
+        for (id, generation, name, desired, result) in prepared {
+            let result = match result {
+                Ok(p) => {
+                    let verdict = p.candidate.as_ref().map(|_| {
+                        verdicts
+                            .next()
+                            .unwrap_or_else(|| Err("not checked".to_owned()))
+                    });
+                    self.finish(&desired, p, verdict)
+                }
+                Err(e) => Err(e),
+            };
+            results.push((id, generation, name, result));
+        }
+        results
+    }
 
-        let paths = PoolPaths::new(&self.config.run_dir, &t.name);
+    /// The supervisor's part of an apply: the new pool file put in place (when php-fpm
+    /// took it), then the master started, or reloaded gracefully if its file changed.
+    fn finish(
+        &mut self,
+        t: &Desired,
+        p: Prepared,
+        verdict: Option<Result<(), String>>,
+    ) -> anyhow::Result<()> {
+        let php_fpm = self.php_fpm()?;
         let key = master_key(&t.name);
         if t.suspended {
             self.supervisor.stop_soon(&key, SUSPEND_GRACE);
-            let _ = std::fs::remove_file(&paths.socket);
+            let _ = std::fs::remove_file(&p.paths.socket);
             return Ok(());
         }
-        let spec = PoolSpec {
-            name: t.name.clone(),
-            home,
-            paths: paths.clone(),
-            privileged: self.privileged,
-            www_group: system::PROXY_USER.to_owned(),
-            pm: t.pm,
-            max_children: t.max_children,
-            max_requests: t.max_requests,
-            // A little above max_execution_time, so PHP's own limit speaks first.
-            terminate_timeout: t.max_execution_time + 10,
-            disable_functions: t.disable_functions.clone(),
-            settings: t.settings.clone(),
-            bounds: t.bounds,
-        };
-        let mut content = spec.render().context("rendering the pool file")?;
-        if super::fault_set("bad-pool", t.name.as_str()) {
-            content.push_str("pm.max_children = 0\n");
-        }
-        let changed = pool::differs(&paths.conf, &content);
         let running = matches!(self.supervisor.state(&key), Some(State::Running { .. }));
-        if changed {
-            if let Err(rejected) = pool::replace_checked(&php_fpm, &paths.conf, &content).await {
+        let changed = match (p.candidate, verdict) {
+            (Some(candidate), Some(Ok(()))) => {
+                candidate
+                    .commit()
+                    .with_context(|| format!("installing {}", p.paths.conf.display()))?;
+                true
+            }
+            (Some(_), Some(Err(rejected))) => {
                 // The live file stays; if its master is down (an agent restart), it serves again.
-                if !running && paths.conf.exists() {
-                    let launch = Launch::php_fpm(&php_fpm, &paths.conf, &paths.pid);
+                if !running && p.paths.conf.exists() {
+                    let launch = Launch::php_fpm(&php_fpm, &p.paths.conf, &p.paths.pid);
                     if self.supervisor.ensure(&key, launch).is_ok() {
                         if let Some(pid) = self.supervisor.pid(&key) {
                             self.limit(&t.name, &t.limits, pid);
@@ -397,13 +518,14 @@ impl Reconciler {
                 }
                 bail!(rejected);
             }
-        }
+            _ => false,
+        };
         fault("after-pool", t.name.as_str());
         if running && changed {
             // A graceful reload of this master only: running requests finish.
             self.supervisor.signal(&key, Signal::SIGUSR2);
         } else if !running {
-            let launch = Launch::php_fpm(&php_fpm, &paths.conf, &paths.pid);
+            let launch = Launch::php_fpm(&php_fpm, &p.paths.conf, &p.paths.pid);
             self.supervisor
                 .ensure(&key, launch)
                 .context("starting php-fpm")?;

@@ -723,10 +723,10 @@ async fn reloads_are_graceful_and_rejected_files_keep_the_old_pool() {
         "the live file is the old one"
     );
     let hello_a = script(&site, &a, &a_domain, "hello.php", "<?php echo 'still';");
-    assert!(
-        php(&site.socket(&a), &hello_a).is_some_and(|o| o.contains("still")),
-        "the old pool still serves"
-    );
+    wait_for("the old pool still serves", Duration::from_secs(5), || {
+        php(&site.socket(&a), &hello_a).is_some_and(|o| o.contains("still"))
+    })
+    .await;
     agent.stop();
     drop(agent);
     let _ = std::fs::remove_dir_all(&site.base);
