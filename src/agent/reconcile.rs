@@ -110,6 +110,25 @@ impl Desired {
     }
 }
 
+/// How long a pass waits for the masters it started to listen.
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits (at most `bound`, all at once) until each socket takes a connection: a master
+/// listens some milliseconds after it starts.
+async fn wait_listening(sockets: &[PathBuf], bound: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + bound;
+    let waits = sockets.iter().map(|socket| async move {
+        while tokio::net::UnixStream::connect(socket).await.is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(socket = %socket.display(), "a master did not listen in time");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    futures_util::future::join_all(waits).await;
+}
+
 /// How many tenants are prepared at once.
 const PREPARE_AT_ONCE: usize = 8;
 
@@ -306,12 +325,18 @@ impl Reconciler {
         // Each due tenant's user, home and pool file, many at once; their checks together;
         // then the masters, one after the other.
         let results = self.apply_all(due).await;
+        let mut sockets = Vec::new();
         for (id, generation, name, result) in results {
             match result {
-                Ok(()) => applied.push((id, generation)),
+                Ok(socket) => {
+                    applied.push((id, generation));
+                    sockets.extend(socket);
+                }
                 Err(e) => failures.push((id, generation, name, e)),
             }
         }
+        // Applied means serving: a master just started listens before its tenant is ok.
+        wait_listening(&sockets, LISTEN_WAIT).await;
         for (id, generation, name, e) in failures {
             let message = format!("{e:#}");
             tracing::warn!(tenant = %name, error = %message, "apply failed");
@@ -425,7 +450,7 @@ impl Reconciler {
     async fn apply_all(
         &mut self,
         due: Vec<(i64, i64, Desired)>,
-    ) -> Vec<(i64, i64, String, anyhow::Result<()>)> {
+    ) -> Vec<(i64, i64, String, anyhow::Result<Option<PathBuf>>)> {
         let ctx = Arc::new(PrepareCtx {
             config: self.config.clone(),
             privileged: self.privileged,
@@ -485,18 +510,20 @@ impl Reconciler {
 
     /// The supervisor's part of an apply: the new pool file put in place (when php-fpm
     /// took it), then the master started, or reloaded gracefully if its file changed.
+    /// Returns the socket of a master it started (none when one was running already, or
+    /// for a suspended tenant).
     fn finish(
         &mut self,
         t: &Desired,
         p: Prepared,
         verdict: Option<Result<(), String>>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<PathBuf>> {
         let php_fpm = self.php_fpm()?;
         let key = master_key(&t.name);
         if t.suspended {
             self.supervisor.stop_soon(&key, SUSPEND_GRACE);
             let _ = std::fs::remove_file(&p.paths.socket);
-            return Ok(());
+            return Ok(None);
         }
         let running = matches!(self.supervisor.state(&key), Some(State::Running { .. }));
         let changed = match (p.candidate, verdict) {
@@ -537,7 +564,8 @@ impl Reconciler {
             let group = self.cgroups.tenant(t.name.as_str());
             group.apply(&t.limits).context("cgroup limits")?;
         }
-        Ok(())
+        // Only a master started now is not listening yet (a reloaded one keeps its socket).
+        Ok((!running).then_some(p.paths.socket))
     }
 
     /// Puts a new master in the tenant's cgroup with the plan's limits.
