@@ -79,13 +79,13 @@ impl Site {
         let base = PathBuf::from(format!("/tmp/lodge-agent-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        // Ranges of 20 UIDs per test (none uses more than three tenants), away from the
-        // defaults, below nobody's 65534 and disjoint for the first 30 sites of a process:
+        // Ranges of 15 UIDs per test (none makes more than three tenants), away from the
+        // defaults, below nobody's 65534 and disjoint for the first 40 sites of a process:
         // two agents running at once must never reserve the same UID.
-        let first = 30_000 + (pid % 50) * 600 + (n % 30) * 20;
+        let first = 30_000 + (pid % 50) * 600 + (n % 40) * 15;
         Site {
             base,
-            uid_range: format!("{first}-{}", first + 19),
+            uid_range: format!("{first}-{}", first + 14),
             prefix: format!("t{}{}x", pid % 10_000, n),
         }
     }
