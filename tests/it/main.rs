@@ -5,6 +5,8 @@ mod harness;
 
 // The agent, as root: real users, real php-fpm.
 mod agent;
+// The proxy alone, as any user, with a php-fpm of its own.
+mod proxy;
 
 // The REST API.
 mod access_log;
