@@ -1,6 +1,10 @@
 //! Hostile input at every field: each is refused with 422 naming the field (400 for a body
 //! that is not JSON, 413 too large, 415 not JSON at all), and nothing is stored, the audit
 //! log included.
+//!
+//! The cases are tables: a row sends each of its values to one route, built into a body
+//! the same way, and expects each to be refused the same way. One loop (`refuse_all`)
+//! drives every row of a test, then the test checks that nothing changed.
 
 use crate::harness::*;
 use reqwest::Method;
@@ -73,6 +77,14 @@ fn bad_passwords() -> Vec<String> {
     ]
 }
 
+/// Strings as JSON values.
+fn strings<S: Into<String>>(values: impl IntoIterator<Item = S>) -> Vec<Value> {
+    values
+        .into_iter()
+        .map(|s| Value::String(s.into()))
+        .collect()
+}
+
 /// The PHP settings a tenant may change.
 const PHP_KEYS: &[&str] = &[
     "memory_limit",
@@ -88,165 +100,336 @@ const PHP_KEYS: &[&str] = &[
     "date.timezone",
 ];
 
-/// An admin, plan `basic`, reseller `resa`, tenant `acme` with vhost `site.example.com`.
-async fn fixture() -> (App, Api) {
+const GET: Method = Method::GET;
+const PATCH: Method = Method::PATCH;
+const POST: Method = Method::POST;
+
+/// Who sends a row's requests.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Admin,
+    /// The login of tenant `acme`, held to the same rules as the admin.
+    Tenant,
+    Anon,
+}
+
+/// What one request carries.
+enum Send {
+    Json(Value),
+    /// This body as it is, with this content type (or none).
+    Raw(Option<String>, Vec<u8>),
+    /// Straight onto the socket with this framing header, past the client: a body the
+    /// server must refuse before it has read it all.
+    Wire(String, Vec<u8>),
+    /// A GET with this query string.
+    Query(String),
+}
+
+/// How a request must be refused.
+#[derive(Clone, Debug)]
+enum Expect {
+    /// 422, a problem document with a detail whose errors name this field.
+    Invalid(String),
+    /// 422 naming one field only, `php.` and printable ASCII: a key that is no setting,
+    /// echoed safely.
+    NotASetting,
+    /// 409, a problem document whose errors name this field: well-formed input the
+    /// current state refuses.
+    Conflict(String),
+    /// This status, in a problem document that says it.
+    Problem(u16),
+    /// This status on the wire.
+    Status(u16),
+}
+
+/// Who sends to which route.
+#[derive(Clone)]
+struct Route {
+    who: Who,
+    method: Method,
+    path: &'static str,
+}
+
+fn at(who: Who, method: Method, path: &'static str) -> Route {
+    Route { who, method, path }
+}
+
+/// One row of a table: each value, built into a request by `build`, sent to `route` and
+/// refused as `expect` says.
+struct Row {
+    route: Route,
+    values: Vec<Value>,
+    build: Box<dyn Fn(&Value) -> Send>,
+    expect: Expect,
+}
+
+impl Route {
+    /// Each value, in the JSON body `body` makes of it, refused naming `field`.
+    fn each(
+        &self,
+        field: &str,
+        values: Vec<Value>,
+        body: impl Fn(&Value) -> Value + 'static,
+    ) -> Row {
+        let expect = Expect::Invalid(field.to_owned());
+        self.sends(expect, values, move |v| Send::Json(body(v)))
+    }
+
+    /// These whole JSON bodies, each refused naming `field`.
+    fn bodies(&self, field: &str, bodies: Vec<Value>) -> Row {
+        self.each(field, bodies, Value::clone)
+    }
+
+    /// These whole JSON bodies, well-formed, each refused by the current state (409)
+    /// naming `field`.
+    fn conflicting(&self, field: &str, bodies: Vec<Value>) -> Row {
+        self.sends(Expect::Conflict(field.to_owned()), bodies, |v| {
+            Send::Json(v.clone())
+        })
+    }
+
+    /// Each value, built into a request by `build`, refused as `expect` says.
+    fn sends(
+        &self,
+        expect: Expect,
+        values: Vec<Value>,
+        build: impl Fn(&Value) -> Send + 'static,
+    ) -> Row {
+        Row {
+            route: self.clone(),
+            values,
+            build: Box::new(build),
+            expect,
+        }
+    }
+
+    /// One request, refused as `expect` says.
+    fn send(&self, expect: Expect, request: impl Fn() -> Send + 'static) -> Row {
+        self.sends(expect, vec![Value::Null], move |_| request())
+    }
+}
+
+/// `base` with `key` set to `value`.
+fn with(base: &Value, key: &str, value: Value) -> Value {
+    let mut body = base.clone();
+    body[key] = value;
+    body
+}
+
+/// The test's instance: an admin, plan `basic`, reseller `resa`, tenant `acme` (with a
+/// login) and its vhost `site.example.com`, and the clients that send the rows.
+struct Fixture {
+    app: App,
+    admin: Api,
+    admin_token: String,
+    /// Signed in only by the tests that need it: each sign-in costs a password hash.
+    tenant: Option<Api>,
+}
+
+async fn fixture() -> Fixture {
     let app = spawn_app().await;
-    let admin = app.admin().await;
+    let admin_token = app.token(ADMIN, ADMIN_PASSWORD).await;
+    let admin = app.api(&admin_token);
     create_plan(&admin, "basic", json!({})).await;
     create_reseller(&app, &admin, "resa", json!({"max_tenants": 5})).await;
     create_tenant(&admin, "acme", "basic", json!({"password": PASSWORD})).await;
     create_vhost(&admin, "acme", "site.example.com").await;
-    (app, admin)
+    Fixture {
+        app,
+        admin,
+        admin_token,
+        tenant: None,
+    }
 }
 
-/// Sends `body` and asserts a 422 problem naming `field`.
-/// Sends a well-formed request the current state refuses: 409 naming `field`.
-async fn conflicting(api: &Api, m: Method, path: &str, body: Value, field: &str) {
-    let r = api.send(m.clone(), path, Some(&body)).await;
-    let what = format!("{m} {path} {body}");
-    assert_refused(r.status, &r.json, field, &what);
-    assert_eq!(r.content_type(), "application/problem+json", "{what}");
+impl Fixture {
+    async fn with_tenant_login(mut self) -> Self {
+        self.tenant = Some(self.app.sign_in("acme", PASSWORD).await);
+        self
+    }
+
+    fn api(&self, who: Who) -> Api {
+        match who {
+            Who::Admin => self.admin.clone(),
+            Who::Tenant => self.tenant.clone().expect("the tenant's login"),
+            Who::Anon => self.app.anon(),
+        }
+    }
+
+    /// The one loop: sends every value of every row and checks each answer, then asserts
+    /// that all were refused (listing those that were not) and that nothing was stored.
+    async fn refuse_all(&self, what: &str, rows: Vec<Row>) {
+        let before = snapshot(&self.app, &self.admin).await;
+        let mut sent = 0;
+        let mut failures = Vec::new();
+        for row in &rows {
+            let route = &row.route;
+            for value in &row.values {
+                let request = (row.build)(value);
+                let label = format!(
+                    "{:?} {} {} {}",
+                    route.who,
+                    route.method,
+                    route.path,
+                    describe(&request)
+                );
+                if let Err(why) = self.check(route, request, &row.expect).await {
+                    failures.push(format!("{label}: {why}"));
+                }
+                sent += 1;
+            }
+        }
+        let shown: Vec<&str> = failures.iter().take(20).map(String::as_str).collect();
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {sent} requests not refused as expected:\n{}",
+            failures.len(),
+            shown.join("\n")
+        );
+        assert_unchanged(&before, &snapshot(&self.app, &self.admin).await, what);
+        eprintln!("{what}: {sent} hostile requests refused");
+    }
+
+    async fn check(&self, route: &Route, request: Send, expect: &Expect) -> Result<(), String> {
+        let api = self.api(route.who);
+        let method = route.method.clone();
+        let reply = match request {
+            Send::Json(body) => api.send(method, route.path, Some(&body)).await,
+            Send::Raw(content_type, bytes) => {
+                api.send_raw(method, route.path, content_type.as_deref(), bytes)
+                    .await
+            }
+            Send::Query(q) => api.send(GET, &format!("{}?{q}", route.path), None).await,
+            Send::Wire(framing, bytes) => {
+                let auth = match route.who {
+                    Who::Admin => format!("Authorization: Bearer {}\r\n", self.admin_token),
+                    Who::Anon => String::new(),
+                    Who::Tenant => unreachable!("no row of the tenant's goes onto the wire"),
+                };
+                let head = format!(
+                    "{method} /api/v1{} HTTP/1.1\r\n{auth}Content-Type: application/json\r\n{framing}",
+                    route.path
+                );
+                let answer = raw_http(&self.app, &head, bytes).await;
+                return match expect {
+                    Expect::Status(status) if raw_status(&answer) == *status => Ok(()),
+                    _ => Err(format!(
+                        "expected {expect:?}, got {}",
+                        answer.chars().take(600).collect::<String>()
+                    )),
+                };
+            }
+        };
+        refusal(expect, &reply)
+    }
 }
 
-async fn refused(api: &Api, m: Method, path: &str, body: Value, field: &str) {
-    let r = api.send(m.clone(), path, Some(&body)).await;
-    let what = format!("{m} {path} {body}");
-    assert_invalid(r.status, &r.json, field, &what);
-    assert_eq!(r.content_type(), "application/problem+json", "{what}");
-    assert!(
-        r.json["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{what}: no detail in {}",
-        r.text
-    );
+/// A request, short enough to read in a failure.
+fn describe(request: &Send) -> String {
+    let text = match request {
+        Send::Json(body) => body.to_string(),
+        Send::Raw(ct, bytes) => format!("{ct:?} {:?}", String::from_utf8_lossy(bytes)),
+        Send::Wire(framing, bytes) => format!("{framing:?} with {} bytes", bytes.len()),
+        Send::Query(q) => format!("?{q}"),
+    };
+    text.chars().take(200).collect()
+}
+
+/// Whether the answer is the refusal `expect` asks for; what is wrong with it if not.
+fn refusal(expect: &Expect, r: &Reply) -> Result<(), String> {
+    let fields = error_fields(&r.json);
+    let problem = r.content_type() == "application/problem+json";
+    let ok = match expect {
+        Expect::Invalid(field) => {
+            r.status == 422
+                && r.json["status"] == 422
+                && fields.iter().any(|f| f == field)
+                && problem
+                && r.json["detail"].as_str().is_some_and(|d| !d.is_empty())
+        }
+        Expect::NotASetting => {
+            r.status == 422
+                && fields.len() == 1
+                && fields[0].starts_with("php.")
+                && fields[0].chars().all(|c| c.is_ascii_graphic())
+        }
+        Expect::Conflict(field) => r.status == 409 && fields.iter().any(|f| f == field) && problem,
+        Expect::Problem(status) => r.status == *status && problem && r.json["status"] == *status,
+        Expect::Status(status) => r.status == *status,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("expected {expect:?}, got {} {}", r.status, r.text))
+    }
 }
 
 #[tokio::test]
 async fn hostile_tenant_fields_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    for v in hostile() {
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": v, "plan": "basic"}),
-            "name",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": v}),
-            "plan",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "owner": v}),
-            "owner",
-        )
-        .await;
-    }
-    // Reserved words and names of this machine's own accounts.
-    for name in [
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, "/tenants");
+    let update = at(Who::Admin, PATCH, "/tenants/acme");
+    // Reserved words and names of this machine's own accounts, and names of the wrong
+    // shape: a letter first, lowercase letters and digits, 2 to 31 characters.
+    let mut names = strings([
         "root", "admin", "www", "lodge", "nobody", "daemon", "mysql", "test",
-    ] {
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": name, "plan": "basic"}),
-            "name",
-        )
-        .await;
-    }
-    match system_account_name() {
-        Some(name) => {
-            conflicting(
-                &admin,
-                Method::POST,
-                "/tenants",
-                json!({"name": name, "plan": "basic"}),
-                "name",
-            )
-            .await
+    ]);
+    // One of this machine's accounts is a well-formed name the state refuses.
+    let system_account = match system_account_name() {
+        Some(name) => vec![json!({"name": name, "plan": "basic"})],
+        None => {
+            eprintln!("no unreserved system account found; skipping that case");
+            vec![]
         }
-        None => eprintln!("no unreserved system account found; skipping that case"),
-    }
-    // Shape rules: a letter first, lowercase letters and digits, 2 to 31 characters.
-    for name in ["a", "1acme", "Acme", "ac-me", "ac_me", &"a".repeat(32)] {
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": name, "plan": "basic"}),
+    };
+    names.extend(strings(["a", "1acme", "Acme", "ac-me", "ac_me"]));
+    names.push(json!("a".repeat(32)));
+    let rows = vec![
+        create.each(
             "name",
-        )
-        .await;
-    }
-    for p in bad_passwords() {
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "password": p}),
+            strings(hostile()),
+            |v| json!({"name": v, "plan": "basic"}),
+        ),
+        create.each(
+            "plan",
+            strings(hostile()),
+            |v| json!({"name": "fresh", "plan": v}),
+        ),
+        create.each(
+            "owner",
+            strings(hostile()),
+            |v| json!({"name": "fresh", "plan": "basic", "owner": v}),
+        ),
+        create.each("name", names, |v| json!({"name": v, "plan": "basic"})),
+        create.each(
             "password",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::PATCH,
-            "/tenants/acme",
-            json!({"password": p}),
+            strings(bad_passwords()),
+            |v| json!({"name": "fresh", "plan": "basic", "password": v}),
+        ),
+        update.each(
             "password",
-        )
-        .await;
-    }
-    // Missing fields.
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants",
-        json!({"plan": "basic"}),
-        "name",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants",
-        json!({"name": "fresh"}),
-        "plan",
-    )
-    .await;
-    // A plan that does not exist: well-formed, refused by the state.
-    conflicting(
-        &admin,
-        Method::PATCH,
-        "/tenants/acme",
-        json!({"plan": "nope"}),
-        "plan",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::POST,
-        "/tenants",
-        json!({"name": "fresh", "plan": "nope"}),
-        "plan",
-    )
-    .await;
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile tenant fields",
-    );
+            strings(bad_passwords()),
+            |v| json!({"password": v}),
+        ),
+        // Missing fields.
+        create.bodies("name", vec![json!({"plan": "basic"})]),
+        create.bodies("plan", vec![json!({"name": "fresh"})]),
+        create.conflicting("name", system_account),
+        // A plan that does not exist: well-formed, refused by the state.
+        update.conflicting("plan", vec![json!({"plan": "nope"})]),
+        create.conflicting("plan", vec![json!({"name": "fresh", "plan": "nope"})]),
+    ];
+    f.refuse_all("hostile tenant fields", rows).await;
     // Still usable afterwards: a clean request goes through.
-    create_tenant(&admin, "fresh", "basic", json!({})).await;
+    create_tenant(&f.admin, "fresh", "basic", json!({})).await;
 }
+
+/// Names lodge already refuses as reserved; `system_account_name` looks past them.
+const LODGE_RESERVES: &str =
+    "root daemon bin sys sync games man lp mail news uucp proxy backup list irc gnats \
+     nobody adm tty disk kmem dialout cdrom floppy tape sudo audio video plugdev staff \
+     users operator shadow utmp input render kvm netdev messagebus systemd sshd postgres \
+     mysql";
 
 /// A name of this machine's own users or groups that is not on lodge's reserved list but
 /// has a tenant name's shape, if there is one.
@@ -267,176 +450,88 @@ fn system_account_name() -> Option<String> {
             && n.starts_with(|c: char| c.is_ascii_lowercase())
             && n.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && ![
-                "root",
-                "daemon",
-                "bin",
-                "sys",
-                "sync",
-                "games",
-                "man",
-                "lp",
-                "mail",
-                "news",
-                "uucp",
-                "proxy",
-                "backup",
-                "list",
-                "irc",
-                "gnats",
-                "nobody",
-                "adm",
-                "tty",
-                "disk",
-                "kmem",
-                "dialout",
-                "cdrom",
-                "floppy",
-                "tape",
-                "sudo",
-                "audio",
-                "video",
-                "plugdev",
-                "staff",
-                "users",
-                "operator",
-                "shadow",
-                "utmp",
-                "input",
-                "render",
-                "kvm",
-                "netdev",
-                "messagebus",
-                "systemd",
-                "sshd",
-                "postgres",
-                "mysql",
-            ]
-            .contains(&n.as_str())
+            && !LODGE_RESERVES.split_whitespace().any(|r| r == n)
     })
 }
 
 #[tokio::test]
 async fn hostile_plan_fields_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    for v in hostile() {
-        refused(&admin, Method::POST, "/plans", json!({"name": v}), "name").await;
-        refused(
-            &admin,
-            Method::POST,
-            "/plans",
-            json!({"name": "pro", "php": {"pm": v}}),
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, "/plans");
+    let update = at(Who::Admin, PATCH, "/plans/basic");
+    let mut names = strings(["Pro", "pro-", "1pro", "pro_2"]);
+    names.push(json!("p".repeat(41)));
+    let mut rows = vec![
+        create.each("name", strings(hostile()), |v| json!({"name": v})),
+        create.each(
             "php.pm",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::POST,
-            "/plans",
-            json!({"name": "pro", "php": {"disable_functions": ["exec", v]}}),
+            strings(hostile()),
+            |v| json!({"name": "pro", "php": {"pm": v}}),
+        ),
+        create.each(
             "php.disable_functions",
-        )
-        .await;
-    }
-    for name in ["Pro", "pro-", "1pro", "pro_2", &"p".repeat(41)] {
-        refused(
-            &admin,
-            Method::POST,
-            "/plans",
-            json!({"name": name}),
-            "name",
-        )
-        .await;
-    }
-    refused(&admin, Method::POST, "/plans", json!({}), "name").await;
-    // Numbers outside their ranges, or not whole numbers at all.
-    let numbers: &[(&str, Value)] = &[
-        ("max_vhosts", json!(-1)),
-        ("max_vhosts", json!(100_001)),
-        ("max_vhosts", json!("10")),
-        ("max_vhosts", json!(1.5)),
-        ("max_vhosts", json!(1e30)),
-        ("max_vhosts", json!(null)), // explicit null is "keep the default"; see below
-        ("disk_mb", json!(-1)),
-        ("disk_mb", json!(100_000_001)),
-        ("memory_mb", json!(63)),
-        ("memory_mb", json!(1_048_577)),
-        ("cpu_percent", json!(0)),
-        ("cpu_percent", json!(6401)),
-        ("max_processes", json!(7)),
-        ("max_processes", json!(100_001)),
-        ("max_processes", json!(-9_223_372_036_854_775_807i64)),
+            strings(hostile()),
+            |v| json!({"name": "pro", "php": {"disable_functions": ["exec", v]}}),
+        ),
+        create.each("name", names, |v| json!({"name": v})),
+        create.bodies("name", vec![json!({})]),
+        update.conflicting("name", vec![json!({"name": "renamed"})]),
     ];
-    for (field, value) in numbers {
-        if value.is_null() {
-            continue;
-        }
-        refused(
-            &admin,
-            Method::POST,
-            "/plans",
-            json!({"name": "pro", *field: value}),
-            field,
-        )
-        .await;
-        refused(
-            &admin,
-            Method::PATCH,
-            "/plans/basic",
-            json!({*field: value}),
-            field,
-        )
-        .await;
-    }
-    let php_numbers: &[(&str, Value)] = &[
-        ("max_children", json!(0)),
-        ("max_children", json!(1001)),
-        ("max_children", json!(-5)),
-        ("max_requests", json!(-1)),
-        ("max_requests", json!(1_000_001)),
-        ("memory_limit_mb", json!(15)),
-        ("memory_limit_mb", json!(16_385)),
-        ("upload_max_mb", json!(0)),
-        ("upload_max_mb", json!(10_241)),
-        ("max_execution_time", json!(0)),
-        ("max_execution_time", json!(86_401)),
-        ("max_execution_time", json!("60")),
+    // Numbers outside their ranges, or not whole numbers at all. (An explicit null is
+    // "keep the default", so it is no hostile value.)
+    let numbers = [
+        (
+            "max_vhosts",
+            vec![
+                json!(-1),
+                json!(100_001),
+                json!("10"),
+                json!(1.5),
+                json!(1e30),
+            ],
+        ),
+        ("disk_mb", vec![json!(-1), json!(100_000_001)]),
+        ("memory_mb", vec![json!(63), json!(1_048_577)]),
+        ("cpu_percent", vec![json!(0), json!(6401)]),
+        (
+            "max_processes",
+            vec![
+                json!(7),
+                json!(100_001),
+                json!(-9_223_372_036_854_775_807i64),
+            ],
+        ),
     ];
-    for (key, value) in php_numbers {
+    for (field, values) in numbers {
+        rows.push(create.each(
+            field,
+            values.clone(),
+            move |v| json!({"name": "pro", field: v}),
+        ));
+        rows.push(update.each(field, values, move |v| json!({field: v})));
+    }
+    let php_numbers = [
+        ("max_children", vec![json!(0), json!(1001), json!(-5)]),
+        ("max_requests", vec![json!(-1), json!(1_000_001)]),
+        ("memory_limit_mb", vec![json!(15), json!(16_385)]),
+        ("upload_max_mb", vec![json!(0), json!(10_241)]),
+        (
+            "max_execution_time",
+            vec![json!(0), json!(86_401), json!("60")],
+        ),
+    ];
+    for (key, values) in php_numbers {
         let field = format!("php.{key}");
-        refused(
-            &admin,
-            Method::POST,
-            "/plans",
-            json!({"name": "pro", "php": {*key: value}}),
+        rows.push(create.each(
             &field,
-        )
-        .await;
-        refused(
-            &admin,
-            Method::PATCH,
-            "/plans/basic",
-            json!({"php": {*key: value}}),
-            &field,
-        )
-        .await;
+            values.clone(),
+            move |v| json!({"name": "pro", "php": {key: v}}),
+        ));
+        rows.push(update.each(&field, values, move |v| json!({"php": {key: v}})));
     }
-    conflicting(
-        &admin,
-        Method::PATCH,
-        "/plans/basic",
-        json!({"name": "renamed"}),
-        "name",
-    )
-    .await;
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile plan fields",
-    );
+    f.refuse_all("hostile plan fields", rows).await;
     let plan = create_plan(
-        &admin,
+        &f.admin,
         "pro",
         json!({"max_vhosts": 0, "php": {"max_children": 1000}}),
     )
@@ -446,223 +541,135 @@ async fn hostile_plan_fields_are_refused() {
 
 #[tokio::test]
 async fn hostile_user_fields_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    for v in hostile() {
-        refused(
-            &admin,
-            Method::POST,
-            "/users",
-            json!({"username": v, "password": PASSWORD, "role": "reseller"}),
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, "/users");
+    let update = at(Who::Admin, PATCH, "/users/resa");
+    let mut names = strings(["A", "a", "Admin", "1abc", "_abc", "-abc"]);
+    names.push(json!("u".repeat(33)));
+    let mut rows = vec![
+        create.each("username", strings(hostile()), |v| {
+            json!({"username": v, "password": PASSWORD, "role": "reseller"})
+        }),
+        create.each("role", strings(hostile()), |v| {
+            json!({"username": "newbie", "password": PASSWORD, "role": v})
+        }),
+        create.each("username", names, |v| {
+            json!({"username": v, "password": PASSWORD, "role": "reseller"})
+        }),
+        create.each("password", strings(bad_passwords()), |v| {
+            json!({"username": "newbie", "password": v, "role": "reseller"})
+        }),
+        update.each("password", strings(bad_passwords()), |v| json!({"password": v})),
+        // Limits belong to resellers only; a tenant login must be named after a tenant.
+        create.bodies(
+            "limits",
+            vec![json!({"username": "newbie", "password": PASSWORD, "role": "admin", "limits": {"max_tenants": 1}})],
+        ),
+        create.conflicting(
             "username",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::POST,
-            "/users",
-            json!({"username": "newbie", "password": PASSWORD, "role": v}),
-            "role",
-        )
-        .await;
-    }
-    for name in ["A", "a", "Admin", "1abc", "_abc", "-abc", &"u".repeat(33)] {
-        refused(
-            &admin,
-            Method::POST,
-            "/users",
-            json!({"username": name, "password": PASSWORD, "role": "reseller"}),
-            "username",
-        )
-        .await;
-    }
-    for p in bad_passwords() {
-        refused(
-            &admin,
-            Method::POST,
-            "/users",
-            json!({"username": "newbie", "password": p, "role": "reseller"}),
-            "password",
-        )
-        .await;
-        refused(
-            &admin,
-            Method::PATCH,
-            "/users/resa",
-            json!({"password": p}),
-            "password",
-        )
-        .await;
-    }
-    // Limits: negative, too large, not numbers, unknown.
-    let limits: &[(&str, Value)] = &[
-        ("max_tenants", json!(-1)),
-        ("max_vhosts", json!(-100)),
-        ("max_php_workers", json!(-1)),
-        ("max_tenants", json!(1_000_001)),
-        ("max_vhosts", json!("5")),
-        ("max_php_workers", json!(2.5)),
-        ("max_sites", json!(1)),
+            vec![json!({"username": "nosuchtenant", "password": PASSWORD, "role": "tenant"})],
+        ),
+        create.bodies("username", vec![json!({})]),
     ];
-    for (key, value) in limits {
+    // Limits: negative, too large, not numbers, unknown.
+    let limits = [
+        ("max_tenants", vec![json!(-1), json!(1_000_001)]),
+        ("max_vhosts", vec![json!(-100), json!("5")]),
+        ("max_php_workers", vec![json!(-1), json!(2.5)]),
+        ("max_sites", vec![json!(1)]),
+    ];
+    for (key, values) in limits {
         let field = format!("limits.{key}");
-        refused(
-            &admin,
-            Method::POST,
-            "/users",
-            json!({"username": "newbie", "password": PASSWORD, "role": "reseller", "limits": {*key: value}}),
-            &field,
-        )
-        .await;
-        refused(
-            &admin,
-            Method::PATCH,
-            "/users/resa",
-            json!({"limits": {*key: value}}),
-            &field,
-        )
-        .await;
+        rows.push(create.each(&field, values.clone(), move |v| {
+            json!({"username": "newbie", "password": PASSWORD, "role": "reseller", "limits": {key: v}})
+        }));
+        rows.push(update.each(&field, values, move |v| json!({"limits": {key: v}})));
     }
-    // Limits belong to resellers only; a tenant login must be named after a tenant.
-    refused(
-        &admin,
-        Method::POST,
-        "/users",
-        json!({"username": "newbie", "password": PASSWORD, "role": "admin", "limits": {"max_tenants": 1}}),
-        "limits",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::POST,
-        "/users",
-        json!({"username": "nosuchtenant", "password": PASSWORD, "role": "tenant"}),
-        "username",
-    )
-    .await;
-    refused(&admin, Method::POST, "/users", json!({}), "username").await;
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile user fields",
-    );
+    f.refuse_all("hostile user fields", rows).await;
 }
 
 #[tokio::test]
 async fn hostile_token_names_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    let names = [
-        String::new(),
-        "   ".into(),
-        "a\nb".into(),
-        "a\0b".into(),
-        "\u{202e}x".into(),
-        "a\u{200b}b".into(),
-        "\u{ff41}".into(),
-        "x".repeat(65),
-    ];
-    for name in names {
-        refused(
-            &app.anon(),
-            Method::POST,
-            "/tokens",
-            json!({"username": ADMIN, "password": ADMIN_PASSWORD, "name": name}),
-            "name",
-        )
-        .await;
-    }
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile token names",
-    );
+    let f = fixture().await;
+    let mut names = strings([
+        "",
+        "   ",
+        "a\nb",
+        "a\0b",
+        "\u{202e}x",
+        "a\u{200b}b",
+        "\u{ff41}",
+    ]);
+    names.push(json!("x".repeat(65)));
+    let rows = vec![at(Who::Anon, POST, "/tokens").each(
+        "name",
+        names,
+        |v| json!({"username": ADMIN, "password": ADMIN_PASSWORD, "name": v}),
+    )];
+    f.refuse_all("hostile token names", rows).await;
 }
+
+const CREATE_VHOST: &str = "/tenants/acme/vhosts";
+const UPDATE_VHOST: &str = "/vhosts/site.example.com";
 
 #[tokio::test]
 async fn hostile_vhost_fields_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    let create = "/tenants/acme/vhosts";
-    let update = "/vhosts/site.example.com";
-    for v in hostile() {
-        refused(&admin, Method::POST, create, json!({"domain": v}), "domain").await;
-        for (path, m, base) in [
-            (create, Method::POST, json!({"domain": "new.example.com"})),
-            (update, Method::PATCH, json!({})),
-        ] {
-            let with = |key: &str, value: Value| {
-                let mut body = base.clone();
-                body[key] = value;
-                body
-            };
-            refused(
-                &admin,
-                m.clone(),
-                path,
-                with("aliases", json!([v])),
-                "aliases[0]",
-            )
-            .await;
-            refused(
-                &admin,
-                m.clone(),
-                path,
-                with("aliases", json!(["www.new.example.com", v])),
-                "aliases[1]",
-            )
-            .await;
-            // A docroot may legitimately end in a dot ("example.com." is a directory name).
-            if v != "example.com." && v != "-rf" {
-                refused(
-                    &admin,
-                    m.clone(),
-                    path,
-                    with("docroot", json!(v)),
-                    "docroot",
-                )
-                .await;
-            }
-            // An empty front controller means "none".
-            if !v.is_empty() {
-                refused(
-                    &admin,
-                    m.clone(),
-                    path,
-                    with("front_controller", json!(v)),
-                    "front_controller",
-                )
-                .await;
-            }
-            refused(
-                &admin,
-                m.clone(),
-                path,
-                with("tls_mode", json!(v)),
-                "tls_mode",
-            )
-            .await;
-            refused(
-                &admin,
-                m.clone(),
-                path,
-                with("redirect_www", json!(v)),
-                "redirect_www",
-            )
-            .await;
-        }
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, CREATE_VHOST);
+    let update = at(Who::Admin, PATCH, UPDATE_VHOST);
+    let mut rows = vec![
+        create.each("domain", strings(hostile()), |v| json!({"domain": v})),
         // The domain of an existing vhost cannot change, to anything.
-        refused(
-            &admin,
-            Method::PATCH,
-            update,
-            json!({"domain": v}),
-            "domain",
-        )
-        .await;
+        update.each("domain", strings(hostile()), |v| json!({"domain": v})),
+    ];
+    // A docroot may legitimately end in a dot ("example.com." is a directory name), and an
+    // empty front controller means "none".
+    let docroots = strings(
+        hostile()
+            .into_iter()
+            .filter(|v| v != "example.com." && v != "-rf"),
+    );
+    let front_controllers = strings(hostile().into_iter().filter(|v| !v.is_empty()));
+    for (route, base) in [
+        (&create, json!({"domain": "new.example.com"})),
+        (&update, json!({})),
+    ] {
+        // The body of `base` with `key` set to what `value_of` makes of each value.
+        let set = |key: &'static str, value_of: fn(&Value) -> Value| {
+            let base = base.clone();
+            move |v: &Value| with(&base, key, value_of(v))
+        };
+        rows.extend([
+            route.each(
+                "aliases[0]",
+                strings(hostile()),
+                set("aliases", |v| json!([v])),
+            ),
+            route.each(
+                "aliases[1]",
+                strings(hostile()),
+                set("aliases", |v| json!(["www.new.example.com", v])),
+            ),
+            route.each("docroot", docroots.clone(), set("docroot", Value::clone)),
+            route.each(
+                "front_controller",
+                front_controllers.clone(),
+                set("front_controller", Value::clone),
+            ),
+            route.each(
+                "tls_mode",
+                strings(hostile()),
+                set("tls_mode", Value::clone),
+            ),
+            route.each(
+                "redirect_www",
+                strings(hostile()),
+                set("redirect_www", Value::clone),
+            ),
+        ]);
     }
     // Paths that escape the tenant's home or land in lodge's own directories.
-    for docroot in [
+    let escaping = strings([
         "/",
         "/var/www",
         "a/../../b",
@@ -673,35 +680,23 @@ async fn hostile_vhost_fields_are_refused() {
         "logs",
         "tmp/x",
         "sessions",
-    ] {
-        refused(
-            &admin,
-            Method::PATCH,
-            update,
-            json!({"docroot": docroot}),
-            "docroot",
-        )
-        .await;
-    }
-    for fc in [
+    ]);
+    rows.push(update.each("docroot", escaping, |v| json!({"docroot": v})));
+    let front_controllers = strings([
         "index.php",
         "/index.html",
         "/../x.php",
         "/a b.php",
         "/.hidden.php",
         "/x.php/../y.php",
-    ] {
-        refused(
-            &admin,
-            Method::PATCH,
-            update,
-            json!({"front_controller": fc}),
-            "front_controller",
-        )
-        .await;
-    }
+    ]);
+    rows.push(update.each(
+        "front_controller",
+        front_controllers,
+        |v| json!({"front_controller": v}),
+    ));
     // Domains of the wrong shape.
-    for domain in [
+    let mut domains = strings([
         "localhost",
         "example",
         "1.2.3.4",
@@ -714,102 +709,36 @@ async fn hostile_vhost_fields_are_refused() {
         "user@example.com",
         "example.com/x",
         "example\u{3002}com",
-        &format!("{}.com", "a".repeat(64)),
-        &format!("{}com", "a.".repeat(130)),
-    ] {
-        refused(
-            &admin,
-            Method::POST,
-            create,
-            json!({"domain": domain}),
-            "domain",
-        )
-        .await;
-    }
-    // Wrong types.
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "php": "yes"}),
-        "php",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "aliases": "x.example.com"}),
-        "aliases",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "redirect_https": 1}),
-        "redirect_https",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": ["new.example.com"]}),
-        "domain",
-    )
-    .await;
+    ]);
+    domains.push(json!(format!("{}.com", "a".repeat(64))));
+    domains.push(json!(format!("{}com", "a.".repeat(130))));
+    rows.push(create.each("domain", domains, |v| json!({"domain": v})));
+    // Wrong types, too many aliases.
     let many: Vec<String> = (0..33).map(|i| format!("a{i}.example.com")).collect();
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "aliases": many}),
-        "aliases",
-    )
-    .await;
-    // An alias equal to the domain, or listed twice: a name already served, by this vhost.
-    conflicting(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "aliases": ["NEW.example.com"]}),
-        "aliases[0]",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "aliases": ["a.example.com", "a.example.com"]}),
-        "aliases[1]",
-    )
-    .await;
-    // HTTPS redirects need TLS: malformed in a new vhost, a conflict with a stored one.
-    refused(
-        &admin,
-        Method::POST,
-        create,
-        json!({"domain": "new.example.com", "redirect_https": true}),
-        "redirect_https",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::PATCH,
-        update,
-        json!({"redirect_https": true}),
-        "redirect_https",
-    )
-    .await;
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile vhost fields",
-    );
+    let new = |extra: Value| with(&extra, "domain", json!("new.example.com"));
+    rows.extend([
+        create.bodies("php", vec![new(json!({"php": "yes"}))]),
+        create.bodies("aliases", vec![new(json!({"aliases": "x.example.com"}))]),
+        create.bodies("redirect_https", vec![new(json!({"redirect_https": 1}))]),
+        create.bodies("domain", vec![json!({"domain": ["new.example.com"]})]),
+        create.bodies("aliases", vec![new(json!({"aliases": many}))]),
+        // An alias equal to the domain, or listed twice: a name already served, by this
+        // vhost.
+        create.conflicting(
+            "aliases[0]",
+            vec![new(json!({"aliases": ["NEW.example.com"]}))],
+        ),
+        create.conflicting(
+            "aliases[1]",
+            vec![new(json!({"aliases": ["a.example.com", "a.example.com"]}))],
+        ),
+        // HTTPS redirects need TLS: malformed in a new vhost, a conflict with a stored one.
+        create.bodies("redirect_https", vec![new(json!({"redirect_https": true}))]),
+        update.conflicting("redirect_https", vec![json!({"redirect_https": true})]),
+    ]);
+    f.refuse_all("hostile vhost fields", rows).await;
 }
 
-/// A PEM certificate and key the format check accepts (the proxy checks the DER itself).
 /// A real pair for the vhosts these tests upload to.
 static PAIR: std::sync::LazyLock<(String, String)> =
     std::sync::LazyLock::new(|| test_certificate(&["site.example.com", "new.example.com"]));
@@ -817,10 +746,10 @@ static PAIR: std::sync::LazyLock<(String, String)> =
 #[tokio::test]
 async fn hostile_tls_material_is_refused() {
     let (pem_cert, pem_key) = (PAIR.0.as_str(), PAIR.1.as_str());
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    let update = "/vhosts/site.example.com";
-    let certs = [
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, CREATE_VHOST);
+    let update = at(Who::Admin, PATCH, UPDATE_VHOST);
+    let certs = strings([
         "hello".to_owned(),
         "   ".to_owned(),
         "-----BEGIN CERTIFICATE-----\n$(id)\n-----END CERTIFICATE-----".to_owned(),
@@ -839,71 +768,48 @@ async fn hostile_tls_material_is_refused() {
             "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----",
             "AAAA\n".repeat(14_000)
         ),
-    ];
-    for cert in &certs {
-        refused(
-            &admin,
-            Method::PATCH,
-            update,
-            json!({"tls_mode": "custom", "tls_certificate": cert, "tls_key": pem_key}),
-            "tls_certificate",
-        )
-        .await;
-    }
-    let keys = [
+    ]);
+    let keys = strings([
         "hello".to_owned(),
         pem_cert.to_owned(),
         format!("{pem_key}{pem_key}"),
         pem_key.replace("-----END PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"),
         pem_key.replace("MIGH", "MI;H"),
         format!("{pem_key}\n`id`"),
-    ];
-    for key in &keys {
-        refused(
-            &admin,
-            Method::PATCH,
-            update,
-            json!({"tls_mode": "custom", "tls_certificate": pem_cert, "tls_key": key}),
+    ]);
+    let rows = vec![
+        update.each(
+            "tls_certificate",
+            certs,
+            move |v| json!({"tls_mode": "custom", "tls_certificate": v, "tls_key": pem_key}),
+        ),
+        update.each(
             "tls_key",
-        )
-        .await;
-    }
-    // Custom TLS needs both: malformed in a new vhost, a conflict with a stored one that
-    // has neither.
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants/acme/vhosts",
-        json!({"domain": "new.example.com", "tls_mode": "custom", "tls_key": pem_key}),
-        "tls_certificate",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::PATCH,
-        update,
-        json!({"tls_mode": "custom", "tls_key": pem_key}),
-        "tls_certificate",
-    )
-    .await;
-    conflicting(
-        &admin,
-        Method::PATCH,
-        update,
-        json!({"tls_mode": "custom", "tls_certificate": pem_cert}),
-        "tls_key",
-    )
-    .await;
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile TLS material",
-    );
+            keys,
+            move |v| json!({"tls_mode": "custom", "tls_certificate": pem_cert, "tls_key": v}),
+        ),
+        // Custom TLS needs both: malformed in a new vhost, a conflict with a stored one
+        // that has neither.
+        create.bodies(
+            "tls_certificate",
+            vec![json!({"domain": "new.example.com", "tls_mode": "custom", "tls_key": pem_key})],
+        ),
+        update.conflicting(
+            "tls_certificate",
+            vec![json!({"tls_mode": "custom", "tls_key": pem_key})],
+        ),
+        update.conflicting(
+            "tls_key",
+            vec![json!({"tls_mode": "custom", "tls_certificate": pem_cert})],
+        ),
+    ];
+    f.refuse_all("hostile TLS material", rows).await;
     // The well-formed pair is accepted, and the key is never shown.
-    let r = admin
+    let r = f
+        .admin
         .send(
-            Method::PATCH,
-            update,
+            PATCH,
+            UPDATE_VHOST,
             Some(&json!({"tls_mode": "custom", "tls_certificate": pem_cert, "tls_key": pem_key, "redirect_https": true})),
         )
         .await;
@@ -912,14 +818,18 @@ async fn hostile_tls_material_is_refused() {
     assert!(!r.text.contains("PRIVATE KEY"), "{}", r.text);
 }
 
-#[tokio::test]
-async fn hostile_php_settings_are_refused() {
-    let (app, admin) = fixture().await;
-    // A tenant login may change these too; its requests are held to the same rules.
-    let login = app.sign_in("acme", PASSWORD).await;
-    let before = snapshot(&app, &admin).await;
+/// What lodge echoes of a client-supplied key: printable ASCII, other characters as '?'.
+fn printable(key: &str) -> String {
+    key.chars()
+        .take(64)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
 
-    let mut values: Vec<Value> = hostile().into_iter().map(Value::String).collect();
+/// Values a PHP setting never takes, whatever the setting: the hostile strings, ini
+/// injections, numbers out of any range, and values that are not scalars.
+fn hostile_php_values() -> Vec<Value> {
+    let mut values = strings(hostile());
     values.extend([
         json!("256M\nextension=x.so"),
         json!("128M;extension=evil.so"),
@@ -937,219 +847,162 @@ async fn hostile_php_settings_are_refused() {
         json!({}),
         json!(["128M"]),
     ]);
+    values
+}
+
+/// Values of `key` below the floor or outside what any plan allows: malformed.
+fn out_of_range(key: &str) -> Vec<Value> {
+    match key {
+        "memory_limit" => vec![json!("15M"), json!(0)],
+        "upload_max_filesize" | "post_max_size" => vec![json!("0M")],
+        "max_execution_time" | "max_input_time" => vec![json!(0)],
+        "max_input_vars" => vec![json!(99), json!(100_001)],
+        "session.gc_maxlifetime" => vec![json!(59), json!(2_592_001)],
+        "date.timezone" => vec![json!("Europe/../Berlin"), json!("Europe/Berlin\n")],
+        _ => vec![json!("yes"), json!(2), json!("enabled")],
+    }
+}
+
+/// Values of `key` above this tenant's plan (256M memory, 64M uploads, 60 s), or a time
+/// zone this machine does not know: well-formed, refused by the state.
+fn refused_here(key: &str) -> Vec<Value> {
+    match key {
+        "memory_limit" => vec![json!("257M"), json!("1G")],
+        "upload_max_filesize" | "post_max_size" => vec![json!("65M"), json!("1G")],
+        "max_execution_time" | "max_input_time" => vec![json!(61), json!("3600")],
+        "date.timezone" => vec![json!("Mars/Olympus")],
+        _ => vec![],
+    }
+}
+
+/// Keys outside the whitelist, however they are spelled.
+const NOT_SETTINGS: &[&str] = &[
+    "auto_prepend_file",
+    "auto_append_file",
+    "extension",
+    "zend_extension",
+    "open_basedir",
+    "disable_functions",
+    "sendmail_path",
+    "error_log",
+    "include_path",
+    "memory_limit\nextension",
+    "memory_limit ",
+    " memory_limit",
+    "MEMORY_LIMIT",
+    "php_admin_value[memory_limit]",
+    "memory_limit]\nphp_admin_value[open_basedir",
+    "",
+    "a\0b",
+];
+
+#[tokio::test]
+async fn hostile_php_settings_are_refused() {
+    // A tenant login may change these too; its requests are held to the same rules.
+    let f = fixture().await.with_tenant_login().await;
+    let by_tenant = at(Who::Tenant, PATCH, "/tenants/acme");
+    let by_admin = at(Who::Admin, PATCH, "/tenants/acme");
+    let create = at(Who::Admin, POST, "/tenants");
+    let mut rows = Vec::new();
     for key in PHP_KEYS {
-        let field = format!("php.{key}");
-        for v in &values {
-            refused(
-                &login,
-                Method::PATCH,
-                "/tenants/acme",
-                json!({"php": {*key: v}}),
-                &field,
-            )
-            .await;
-        }
-        // Below the floor or outside what any plan allows: malformed.
-        let out_of_range = match *key {
-            "memory_limit" => vec![json!("15M"), json!(0)],
-            "upload_max_filesize" | "post_max_size" => vec![json!("0M")],
-            "max_execution_time" | "max_input_time" => vec![json!(0)],
-            "max_input_vars" => vec![json!(99), json!(100_001)],
-            "session.gc_maxlifetime" => vec![json!(59), json!(2_592_001)],
-            "date.timezone" => vec![json!("Europe/../Berlin"), json!("Europe/Berlin\n")],
-            _ => vec![json!("yes"), json!(2), json!("enabled")],
-        };
-        for v in out_of_range {
-            refused(
-                &login,
-                Method::PATCH,
-                "/tenants/acme",
-                json!({"php": {*key: v}}),
-                &field,
-            )
-            .await;
-        }
-        // Above this tenant's plan (256M memory, 64M uploads, 60 s), or a time zone this
-        // machine does not know: well-formed, refused by the state.
-        let refused_here = match *key {
-            "memory_limit" => vec![json!("257M"), json!("1G")],
-            "upload_max_filesize" | "post_max_size" => vec![json!("65M"), json!("1G")],
-            "max_execution_time" | "max_input_time" => vec![json!(61), json!("3600")],
-            "date.timezone" => vec![json!("Mars/Olympus")],
-            _ => vec![],
-        };
-        for v in refused_here {
-            conflicting(
-                &login,
-                Method::PATCH,
-                "/tenants/acme",
-                json!({"php": {*key: v}}),
-                &field,
-            )
-            .await;
-        }
+        let mut values = hostile_php_values();
+        values.extend(out_of_range(key));
+        rows.push(by_tenant.each(
+            &format!("php.{key}"),
+            values,
+            move |v| json!({"php": {*key: v}}),
+        ));
+        let bodies = refused_here(key)
+            .into_iter()
+            .map(|v| json!({"php": {*key: v}}))
+            .collect();
+        rows.push(by_tenant.conflicting(&format!("php.{key}"), bodies));
     }
-    // Keys outside the whitelist, however they are spelled.
-    let keys = [
-        "auto_prepend_file",
-        "auto_append_file",
-        "extension",
-        "zend_extension",
-        "open_basedir",
-        "disable_functions",
-        "sendmail_path",
-        "error_log",
-        "include_path",
-        "memory_limit\nextension",
-        "memory_limit ",
-        " memory_limit",
-        "MEMORY_LIMIT",
-        "php_admin_value[memory_limit]",
-        "memory_limit]\nphp_admin_value[open_basedir",
-        "",
-        "a\0b",
-    ];
-    for key in keys {
-        for api in [&admin, &login] {
-            let r = api
-                .send(
-                    Method::PATCH,
-                    "/tenants/acme",
-                    Some(&json!({"php": {key: "1"}})),
-                )
-                .await;
-            assert_eq!(r.status, 422, "php key {key:?}: {}", r.text);
-            let fields = error_fields(&r.json);
-            assert!(
-                fields.len() == 1 && fields[0].starts_with("php."),
-                "php key {key:?}: {fields:?}"
-            );
-            // The echoed key is printable ASCII only.
-            assert!(
-                fields[0].chars().all(|c| c.is_ascii_graphic()),
-                "{fields:?}"
-            );
-        }
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "php": {key: "1"}}),
+    let keyed = |v: &Value| json!({"php": {v.as_str().unwrap(): "1"}});
+    for route in [&by_admin, &by_tenant] {
+        rows.push(route.sends(
+            Expect::NotASetting,
+            strings(NOT_SETTINGS.iter().copied()),
+            move |v| Send::Json(keyed(v)),
+        ));
+    }
+    for key in NOT_SETTINGS {
+        rows.push(create.each(
             &format!("php.{}", printable(key)),
-        )
-        .await;
+            strings([*key]),
+            |v| json!({"name": "fresh", "plan": "basic", "php": {v.as_str().unwrap(): "1"}}),
+        ));
     }
-    // More keys than there are settings.
-    let mut many = serde_json::Map::new();
-    for i in 0..40 {
-        many.insert(format!("k{i}"), json!("1"));
-    }
-    refused(
-        &admin,
-        Method::PATCH,
-        "/tenants/acme",
-        json!({"php": many}),
+    // More keys than there are settings, or not a map at all.
+    let many: serde_json::Map<String, Value> =
+        (0..40).map(|i| (format!("k{i}"), json!("1"))).collect();
+    rows.push(by_admin.bodies(
         "php",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::PATCH,
-        "/tenants/acme",
-        json!({"php": "memory_limit=1G"}),
-        "php",
-    )
-    .await;
+        vec![json!({"php": many}), json!({"php": "memory_limit=1G"})],
+    ));
     // A bad value among good ones changes nothing at all.
-    refused(
-        &login,
-        Method::PATCH,
-        "/tenants/acme",
-        json!({"php": {"memory_limit": "128M", "display_errors": "maybe"}}),
+    rows.push(by_tenant.bodies(
         "php.display_errors",
-    )
-    .await;
+        vec![json!({"php": {"memory_limit": "128M", "display_errors": "maybe"}})],
+    ));
     // Hostile values in a new tenant's settings too.
-    for v in ["256M\nextension=x.so", "$(id)", "-1"] {
-        refused(
-            &admin,
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "php": {"memory_limit": v}}),
-            "php.memory_limit",
-        )
-        .await;
-    }
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "hostile PHP settings",
-    );
-    let (_, acme) = admin.get("/tenants/acme").await;
+    let values = strings(["256M\nextension=x.so", "$(id)", "-1"]);
+    rows.push(create.each(
+        "php.memory_limit",
+        values,
+        |v| json!({"name": "fresh", "plan": "basic", "php": {"memory_limit": v}}),
+    ));
+    f.refuse_all("hostile PHP settings", rows).await;
+    let (_, acme) = f.admin.get("/tenants/acme").await;
     assert_eq!(acme["php"], json!({}));
 }
 
-/// What lodge echoes of a client-supplied key: printable ASCII, other characters as '?'.
-fn printable(key: &str) -> String {
-    key.chars()
-        .take(64)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
+/// A JSON body of more than the 256 KiB the API reads.
+fn oversized() -> Send {
+    let big = serde_json::to_vec(&json!({"name": "a".repeat(300 * 1024)})).unwrap();
+    Send::Wire(format!("Content-Length: {}", big.len()), big)
 }
 
-/// Bodies that are too large, not JSON, of the wrong content type or with unknown fields.
+/// A value's text as the whole body, sent as JSON.
+fn json_text(text: &Value) -> Send {
+    let bytes = text.as_str().unwrap().as_bytes().to_vec();
+    Send::Raw(Some("application/json".into()), bytes)
+}
+
+/// Bodies that are too large, not JSON, of the wrong content type or with unknown fields;
+/// query strings out of range.
 #[tokio::test]
 async fn malformed_bodies_are_refused() {
-    let (app, admin) = fixture().await;
-    let token = app.token(ADMIN, ADMIN_PASSWORD).await;
-    let before = snapshot(&app, &admin).await;
-    let routes = [
-        (Method::POST, "/tenants"),
-        (Method::PATCH, "/tenants/acme"),
-        (Method::POST, "/tenants/acme/vhosts"),
-        (Method::PATCH, "/vhosts/site.example.com"),
-        (Method::POST, "/plans"),
-        (Method::POST, "/users"),
-        (Method::PATCH, "/users/resa"),
+    let f = fixture().await;
+    use Who::{Admin, Anon};
+    let mut rows = Vec::new();
+    // No Content-Type at all, and types that are not JSON.
+    let content_types = vec![
+        Value::Null,
+        json!("text/plain"),
+        json!("application/x-www-form-urlencoded"),
+        json!("application/jsonx"),
+        json!("multipart/form-data; boundary=x"),
     ];
-    let big = serde_json::to_vec(&json!({"name": "a".repeat(300 * 1024)})).unwrap();
-    for (m, path) in &routes {
-        let answer = raw_http(
-            &app,
-            &format!(
-                "{m} /api/v1{path} HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}",
-                big.len()
-            ),
-            big.clone(),
-        )
-        .await;
-        assert_eq!(
-            raw_status(&answer),
-            413,
-            "{m} {path} with 300 KiB: {answer}"
+    for (method, path) in [
+        (POST, "/tenants"),
+        (PATCH, "/tenants/acme"),
+        (POST, CREATE_VHOST),
+        (PATCH, UPDATE_VHOST),
+        (POST, "/plans"),
+        (POST, "/users"),
+        (PATCH, "/users/resa"),
+    ] {
+        let route = at(Admin, method, path);
+        rows.push(route.send(Expect::Status(413), oversized));
+        rows.push(
+            route.sends(Expect::Problem(415), content_types.clone(), |ct| {
+                let body = br#"{"name":"fresh","plan":"basic"}"#.to_vec();
+                Send::Raw(ct.as_str().map(str::to_owned), body)
+            }),
         );
-
-        for ct in [
-            None,
-            Some("text/plain"),
-            Some("application/x-www-form-urlencoded"),
-            Some("application/jsonx"),
-            Some("multipart/form-data; boundary=x"),
-        ] {
-            let r = admin
-                .send_raw(
-                    m.clone(),
-                    path,
-                    ct,
-                    br#"{"name":"fresh","plan":"basic"}"#.to_vec(),
-                )
-                .await;
-            assert_eq!(r.status, 415, "{m} {path} as {ct:?}: {}", r.text);
-            assert_eq!(r.content_type(), "application/problem+json");
-        }
         // (Syntax errors before any key: an unknown key is reported as soon as it is read.)
-        for body in [
+        let syntax = strings([
             "not json",
             "{",
             "",
@@ -1157,272 +1010,161 @@ async fn malformed_bodies_are_refused() {
             "{1:2}",
             "{'a': 1}",
             "\u{feff}{}",
-        ] {
-            let r = admin
-                .send_raw(
-                    m.clone(),
-                    path,
-                    Some("application/json"),
-                    body.as_bytes().to_vec(),
-                )
-                .await;
-            assert_eq!(r.status, 400, "{m} {path} with {body:?}: {}", r.text);
-            assert_eq!(r.json["status"], 400);
-        }
-        for body in ["[]", "null", "42", "\"x\""] {
-            let r = admin
-                .send_raw(
-                    m.clone(),
-                    path,
-                    Some("application/json"),
-                    body.as_bytes().to_vec(),
-                )
-                .await;
-            assert_invalid(
-                r.status,
-                &r.json,
-                "body",
-                &format!("{m} {path} with {body}"),
-            );
-        }
+        ]);
+        rows.push(route.sends(Expect::Problem(400), syntax, json_text));
+        let not_objects = strings(["[]", "null", "42", "\"x\""]);
+        rows.push(route.sends(Expect::Invalid("body".into()), not_objects, json_text));
     }
     // The token endpoint too, before any password is checked.
-    let r = app
-        .anon()
-        .send_raw(
-            Method::POST,
-            "/tokens",
-            Some("text/plain"),
-            b"username=admin".to_vec(),
-        )
-        .await;
-    assert_eq!(r.status, 415, "{}", r.text);
-    let answer = raw_http(
-        &app,
-        &format!(
-            "POST /api/v1/tokens HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
-            big.len()
-        ),
-        big.clone(),
-    )
-    .await;
-    assert_eq!(
-        raw_status(&answer),
-        413,
-        "POST /tokens with 300 KiB: {answer}"
-    );
+    let tokens = at(Anon, POST, "/tokens");
+    rows.push(tokens.send(Expect::Problem(415), || {
+        Send::Raw(Some("text/plain".into()), b"username=admin".to_vec())
+    }));
+    rows.push(tokens.send(Expect::Status(413), oversized));
 
     // Unknown fields are named, at the top level and inside objects.
-    let unknown: &[(Method, &str, Value, &str)] = &[
+    let newbie = json!({"username": "newbie", "password": PASSWORD, "role": "reseller"});
+    let unknown = [
         (
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "uid": 0}),
+            at(Admin, POST, "/tenants"),
             "uid",
+            json!({"name": "fresh", "plan": "basic", "uid": 0}),
         ),
         (
-            Method::POST,
-            "/tenants",
-            json!({"name": "fresh", "plan": "basic", "state": "active"}),
+            at(Admin, POST, "/tenants"),
             "state",
+            json!({"name": "fresh", "plan": "basic", "state": "active"}),
         ),
         (
-            Method::PATCH,
-            "/tenants/acme",
-            json!({"name": "renamed"}),
+            at(Admin, PATCH, "/tenants/acme"),
             "name",
+            json!({"name": "renamed"}),
         ),
         (
-            Method::POST,
-            "/tenants/acme/vhosts",
-            json!({"domain": "new.example.com", "tls_key_path": "/etc/ssl/private/x.key"}),
+            at(Admin, POST, CREATE_VHOST),
             "tls_key_path",
+            json!({"domain": "new.example.com", "tls_key_path": "/etc/ssl/private/x.key"}),
         ),
         (
-            Method::PATCH,
-            "/vhosts/site.example.com",
-            json!({"tenant": "other"}),
+            at(Admin, PATCH, UPDATE_VHOST),
             "tenant",
+            json!({"tenant": "other"}),
         ),
         (
-            Method::POST,
-            "/plans",
-            json!({"name": "pro", "php": {"open_basedir": "/"}}),
+            at(Admin, POST, "/plans"),
             "php.open_basedir",
+            json!({"name": "pro", "php": {"open_basedir": "/"}}),
         ),
         (
-            Method::POST,
-            "/users",
-            json!({"username": "newbie", "password": PASSWORD, "role": "reseller", "is_admin": true}),
+            at(Admin, POST, "/users"),
             "is_admin",
+            with(&newbie, "is_admin", json!(true)),
         ),
         (
-            Method::POST,
-            "/users",
-            json!({"username": "newbie", "password": PASSWORD, "role": "reseller", "limits": {"max_sites": 1}}),
+            at(Admin, POST, "/users"),
             "limits.max_sites",
+            with(&newbie, "limits", json!({"max_sites": 1})),
         ),
         (
-            Method::PATCH,
-            "/users/resa",
-            json!({"role": "admin"}),
+            at(Admin, PATCH, "/users/resa"),
             "role",
+            json!({"role": "admin"}),
+        ),
+        (
+            tokens.clone(),
+            "role",
+            json!({"username": ADMIN, "password": ADMIN_PASSWORD, "role": "admin"}),
         ),
     ];
-    for (m, path, body, field) in unknown {
-        refused(&admin, m.clone(), path, body.clone(), field).await;
+    for (route, field, body) in unknown {
+        rows.push(route.bodies(field, vec![body]));
     }
-    let r = app
-        .anon()
-        .send(
-            Method::POST,
-            "/tokens",
-            Some(&json!({"username": ADMIN, "password": ADMIN_PASSWORD, "role": "admin"})),
-        )
-        .await;
-    assert_invalid(r.status, &r.json, "role", "unknown field in a sign-in");
 
     // Query strings are checked too.
-    for q in ["limit=0", "limit=501", "limit=-1", "limit=abc", "limit=1e3"] {
-        let (status, body) = admin.get(&format!("/tenants?{q}")).await;
-        assert_invalid(status, &body, "limit", q);
-    }
-    let (status, body) = admin
-        .get(&format!("/tenants?after={}", "a".repeat(301)))
-        .await;
-    assert_invalid(status, &body, "after", "overlong cursor");
-    let (status, body) = admin.get("/tenants?q=%24%28id%29").await;
-    assert_invalid(status, &body, "q", "hostile search");
-    let (status, body) = admin.get("/users?role=root").await;
-    assert_invalid(status, &body, "role", "unknown role filter");
+    let query = |path: &'static str, field: &str, queries: Vec<Value>| {
+        at(Admin, GET, path).sends(Expect::Invalid(field.into()), queries, |q| {
+            Send::Query(q.as_str().unwrap().to_owned())
+        })
+    };
+    let limits = strings(["limit=0", "limit=501", "limit=-1", "limit=abc", "limit=1e3"]);
+    rows.push(query("/tenants", "limit", limits));
+    rows.push(query(
+        "/tenants",
+        "after",
+        strings([format!("after={}", "a".repeat(301))]),
+    ));
+    rows.push(query("/tenants", "q", strings(["q=%24%28id%29"])));
+    rows.push(query("/users", "role", strings(["role=root"])));
     for q in ["since=yesterday", "until=2024-13-01T00:00:00Z", "after=abc"] {
-        let (status, body) = admin.get(&format!("/audit?{q}")).await;
-        assert_invalid(status, &body, q.split('=').next().unwrap(), q);
+        rows.push(query("/audit", q.split('=').next().unwrap(), strings([q])));
     }
-    assert_unchanged(&before, &snapshot(&app, &admin).await, "malformed bodies");
+    f.refuse_all("malformed bodies", rows).await;
 }
 
 /// A body over the limit sent without a Content-Length (chunked) is refused as too large,
 /// like one that announces its length.
 #[tokio::test]
 async fn oversized_chunked_body_is_413() {
-    let (app, admin) = fixture().await;
-    let token = app.token(ADMIN, ADMIN_PASSWORD).await;
-    let before = snapshot(&app, &admin).await;
-    let mut body = b"{\"name\":\"".to_vec();
-    body.extend(std::iter::repeat_n(b'a', 300 * 1024));
-    body.extend(b"\"}");
-    let mut framed = Vec::new();
-    for chunk in body.chunks(16 * 1024) {
-        framed.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
-        framed.extend(chunk);
-        framed.extend(b"\r\n");
-    }
-    framed.extend(b"0\r\n\r\n");
-    let answer = raw_http(
-        &app,
-        &format!(
-            "POST /api/v1/plans HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nTransfer-Encoding: chunked"
-        ),
-        framed,
-    )
-    .await;
-    assert_eq!(
-        raw_status(&answer),
-        413,
-        "a 300 KiB chunked body: {}",
-        answer.chars().take(600).collect::<String>()
-    );
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "oversized chunked body",
-    );
+    let f = fixture().await;
+    let row = at(Who::Admin, POST, "/plans").send(Expect::Status(413), || {
+        let mut body = b"{\"name\":\"".to_vec();
+        body.extend(std::iter::repeat_n(b'a', 300 * 1024));
+        body.extend(b"\"}");
+        let mut framed = Vec::new();
+        for chunk in body.chunks(16 * 1024) {
+            framed.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+            framed.extend(chunk);
+            framed.extend(b"\r\n");
+        }
+        framed.extend(b"0\r\n\r\n");
+        Send::Wire("Transfer-Encoding: chunked".into(), framed)
+    });
+    f.refuse_all("oversized chunked body", vec![row]).await;
 }
 
 /// Leading dashes are hostile in anything that may reach a command line (`-rf`, `--help`):
 /// names and domains refuse them, and so must document roots and front controllers.
 #[tokio::test]
 async fn paths_refuse_a_leading_dash() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    let mut accepted = Vec::new();
-    for (field, value) in [
-        ("docroot", "-rf"),
-        ("docroot", "--help"),
-        ("docroot", "sites/-rf/public"),
-        ("front_controller", "/-x.php"),
-        ("front_controller", "/--help.php"),
-    ] {
-        let r = admin
-            .send(
-                Method::POST,
-                "/tenants/acme/vhosts",
-                Some(&json!({"domain": "dash.example.com", field: value})),
-            )
-            .await;
-        if r.status != 422 || !error_fields(&r.json).iter().any(|f| f == field) {
-            accepted.push(format!("{field}={value:?} -> {}", r.status));
-            admin.delete("/vhosts/dash.example.com").await;
-        }
-    }
-    assert!(accepted.is_empty(), "leading dashes accepted: {accepted:?}");
-    assert_unchanged(&before, &snapshot(&app, &admin).await, "leading dashes");
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, CREATE_VHOST);
+    let rows = vec![
+        create.each(
+            "docroot",
+            strings(["-rf", "--help", "sites/-rf/public"]),
+            |v| json!({"domain": "dash.example.com", "docroot": v}),
+        ),
+        create.each(
+            "front_controller",
+            strings(["/-x.php", "/--help.php"]),
+            |v| json!({"domain": "dash.example.com", "front_controller": v}),
+        ),
+    ];
+    f.refuse_all("leading dashes", rows).await;
 }
 
 /// A homograph spelled in punycode is the same homograph: `xn--exmple-4nf.com` is
 /// "exаmple.com" with a Cyrillic 'а', which is refused when sent in Unicode.
 #[tokio::test]
 async fn punycode_homographs_are_refused_like_their_unicode_form() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    // The Unicode form is refused...
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants/acme/vhosts",
-        json!({"domain": "ex\u{0430}mple.com"}),
-        "domain",
-    )
-    .await;
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants/acme/vhosts",
-        json!({"domain": "p\u{0430}ypal.com"}),
-        "domain",
-    )
-    .await;
-    // ...and so must be its ASCII spelling.
-    let mut accepted = Vec::new();
-    for (field, body) in [
-        ("domain", json!({"domain": "xn--exmple-4nf.com"})),
-        ("domain", json!({"domain": "xn--pypal-4ve.com"})),
-        (
+    let f = fixture().await;
+    let create = at(Who::Admin, POST, CREATE_VHOST);
+    // The Unicode form is refused, and so must be its ASCII spelling.
+    let domains = strings([
+        "ex\u{0430}mple.com",
+        "p\u{0430}ypal.com",
+        "xn--exmple-4nf.com",
+        "xn--pypal-4ve.com",
+    ]);
+    let rows = vec![
+        create.each("domain", domains, |v| json!({"domain": v})),
+        create.each(
             "aliases[0]",
-            json!({"domain": "fine.example.com", "aliases": ["xn--exmple-4nf.com"]}),
+            strings(["xn--exmple-4nf.com"]),
+            |v| json!({"domain": "fine.example.com", "aliases": [v]}),
         ),
-    ] {
-        let r = admin
-            .send(Method::POST, "/tenants/acme/vhosts", Some(&body))
-            .await;
-        if r.status != 422 || !error_fields(&r.json).iter().any(|f| f == field) {
-            accepted.push(format!("{body} -> {} {}", r.status, r.json["domain"]));
-            if let Some(d) = r.json["domain"].as_str() {
-                admin.delete(&format!("/vhosts/{d}")).await;
-            }
-        }
-    }
-    assert!(
-        accepted.is_empty(),
-        "punycode homographs accepted: {accepted:?}"
-    );
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "punycode homographs",
-    );
+    ];
+    f.refuse_all("punycode homographs", rows).await;
 }
 
 /// Invisible characters are refused, never silently dropped: lodge refuses a zero-width
@@ -1431,43 +1173,19 @@ async fn punycode_homographs_are_refused_like_their_unicode_form() {
 /// than store a different name than the one sent.
 #[tokio::test]
 async fn invisible_characters_in_domains_are_refused() {
-    let (app, admin) = fixture().await;
-    let before = snapshot(&app, &admin).await;
-    refused(
-        &admin,
-        Method::POST,
-        "/tenants/acme/vhosts",
-        json!({"domain": "exa\u{200b}mple.org"}),
-        "domain",
-    )
-    .await;
-    let mut accepted = Vec::new();
-    for invisible in ['\u{00ad}', '\u{034f}', '\u{fe0f}', '\u{180e}', '\u{1d173}'] {
-        let domain = format!("exa{invisible}mple.org");
-        let r = admin
-            .send(
-                Method::POST,
-                "/tenants/acme/vhosts",
-                Some(&json!({"domain": domain})),
-            )
-            .await;
-        if r.status != 422 {
-            accepted.push(format!(
-                "U+{:04X} -> {} stored as {}",
-                invisible as u32, r.status, r.json["domain"]
-            ));
-            if r.status == 201 {
-                admin.delete("/vhosts/example.org").await;
-            }
-        }
-    }
-    assert!(
-        accepted.is_empty(),
-        "invisible characters silently dropped: {accepted:?}"
+    let f = fixture().await;
+    let domains = strings(
+        [
+            '\u{200b}',
+            '\u{00ad}',
+            '\u{034f}',
+            '\u{fe0f}',
+            '\u{180e}',
+            '\u{1d173}',
+        ]
+        .map(|invisible| format!("exa{invisible}mple.org")),
     );
-    assert_unchanged(
-        &before,
-        &snapshot(&app, &admin).await,
-        "invisible characters",
-    );
+    let rows =
+        vec![at(Who::Admin, POST, CREATE_VHOST).each("domain", domains, |v| json!({"domain": v}))];
+    f.refuse_all("invisible characters", rows).await;
 }
