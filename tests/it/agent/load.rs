@@ -4,7 +4,8 @@
 
 use super::*;
 
-/// A tenant whose vhost serves `hello.txt` and has a `slow.php`, and the proxy's address.
+/// A tenant whose vhost serves `hello.txt` and has a `slow.php` and a pool that answers,
+/// and the proxy's address.
 async fn loaded_site() -> (Site, Agent, String, String, String) {
     let (site, agent) =
         with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
@@ -18,6 +19,7 @@ async fn loaded_site() -> (Site, Agent, String, String, String) {
         "slow.php",
         "<?php sleep(3); echo 'slow';",
     );
+    until_php_serves(&site, &tenant, &domain).await;
     let http = agent.proxy("http").await;
     until_served(&http, &domain, "/hello.txt").await;
     (site, agent, tenant, domain, http)

@@ -77,6 +77,7 @@ async fn logged() -> Logged {
     agent.applied(&tenant, "ok", Duration::from_secs(5)).await;
     script(&site, &tenant, &domain, "hello.txt", "hello");
     script(&site, &tenant, &domain, "index.php", "<?php echo 'php';");
+    until_php_serves(&site, &tenant, &domain).await;
     let http = agent.proxy("http").await;
     until_served(&http, &domain, "/hello.txt").await;
     let admin = format!("Bearer {}", agent.token);

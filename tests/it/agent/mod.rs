@@ -513,14 +513,22 @@ fn id_script(site: &Site, tenant: &str, domain: &str) -> PathBuf {
 async fn serving_tenant(agent: &Agent, site: &Site, short: &str) -> (String, String, PathBuf) {
     let (tenant, domain) = make_tenant(agent, site, short).await;
     agent.applied(&tenant, "ok", Duration::from_secs(3)).await;
-    let id = id_script(site, &tenant, &domain);
+    let id = until_php_serves(site, &tenant, &domain).await;
+    (tenant, domain, id)
+}
+
+/// Waits until the tenant's pool answers `id.php` on its socket (the applied state is
+/// `ok` once the master is started, before it listens), straight through FastCGI so that
+/// the proxy counts and logs nothing; returns the script.
+async fn until_php_serves(site: &Site, tenant: &str, domain: &str) -> PathBuf {
+    let id = id_script(site, tenant, domain);
     wait_for(
         "PHP answers on the tenant's socket",
         Duration::from_secs(3),
-        || php(&site.socket(&tenant), &id).is_some(),
+        || php(&site.socket(tenant), &id).is_some(),
     )
     .await;
-    (tenant, domain, id)
+    id
 }
 
 /// Waits until the proxy at `http` answers `path` of `domain` with 200.
