@@ -166,10 +166,7 @@ fn log_owners() -> (u32, u32) {
     (ids("lodge-www").0, panel_gid)
 }
 
-#[tokio::test]
-async fn requests_are_counted_in_metrics_only_admins_may_read() {
-    require_root!("requests_are_counted_in_metrics_only_admins_may_read");
-    let l = logged().await;
+async fn requests_are_counted_in_metrics_only_admins_may_read(l: &Logged) {
     let domain = &l.domain;
     let ok_series = format!("lodge_proxy_requests_total{{vhost=\"{domain}\",status=\"200\"}}");
     let (status, text) = metrics(&l.agent, Some(&l.admin)).await;
@@ -208,12 +205,10 @@ async fn requests_are_counted_in_metrics_only_admins_may_read() {
     assert_eq!(metrics(&l.agent, None).await.0, 401);
 }
 
-#[tokio::test]
-async fn each_vhost_logs_to_its_own_file_in_the_combined_format_with_fields_escaped() {
-    require_root!("each_vhost_logs_to_its_own_file_in_the_combined_format_with_fields_escaped");
-    let l = logged().await;
-    l.traffic().await;
-    let text = l.logged_traffic().await;
+async fn each_vhost_logs_to_its_own_file_in_the_combined_format_with_fields_escaped(
+    l: &Logged,
+    text: &str,
+) {
     assert_eq!(text.matches("GET /hello.txt?n=").count(), 5, "{text}");
     for line in text.lines() {
         assert!(well_formed(line), "{line}");
@@ -255,12 +250,10 @@ async fn each_vhost_logs_to_its_own_file_in_the_combined_format_with_fields_esca
 }
 
 /// The API shows the log to the admin, searched, and not to another tenant.
-#[tokio::test]
-async fn the_api_shows_a_vhosts_log_to_the_admin_searched_and_not_to_another_tenant() {
-    require_root!("the_api_shows_a_vhosts_log_to_the_admin_searched_and_not_to_another_tenant");
-    let l = logged().await;
-    l.traffic().await;
-    let text = l.logged_traffic().await;
+async fn the_api_shows_a_vhosts_log_to_the_admin_searched_and_not_to_another_tenant(
+    l: &Logged,
+    text: &str,
+) {
     let line = text.lines().find(|l| l.contains("?n=3 ")).unwrap();
     let agent = &l.agent;
     let log = format!("/tenants/{}/vhosts/{}/access-log", l.tenant, l.domain);
@@ -340,10 +333,7 @@ async fn sigusr1_after_rotation_starts_a_new_log_file_and_the_proxy_goes_on() {
 }
 
 /// A pool that is down counts as a FastCGI error of its tenant.
-#[tokio::test]
-async fn a_pool_that_is_down_counts_as_a_fastcgi_error_of_its_tenant() {
-    require_root!("a_pool_that_is_down_counts_as_a_fastcgi_error_of_its_tenant");
-    let l = logged().await;
+async fn a_pool_that_is_down_counts_as_a_fastcgi_error_of_its_tenant(l: &Logged) {
     let (tenant, domain) = (&l.tenant, &l.domain);
     std::fs::remove_file(l.site.socket(tenant)).unwrap();
     let _ = Command::new("pkill")
@@ -364,4 +354,26 @@ async fn a_pool_that_is_down_counts_as_a_fastcgi_error_of_its_tenant() {
         ),
         1.0
     );
+}
+
+// Checks that share one site, run one after the other: making the tenants is most of what
+// each would cost alone.
+
+#[tokio::test]
+async fn requests_and_fastcgi_errors_are_counted_in_metrics_only_admins_may_read() {
+    require_root!("requests_and_fastcgi_errors_are_counted_in_metrics_only_admins_may_read");
+    let l = logged().await;
+    requests_are_counted_in_metrics_only_admins_may_read(&l).await;
+    // Last: it takes the pool down.
+    a_pool_that_is_down_counts_as_a_fastcgi_error_of_its_tenant(&l).await;
+}
+
+#[tokio::test]
+async fn each_vhosts_log_is_in_the_combined_format_and_shown_to_the_admin_only() {
+    require_root!("each_vhosts_log_is_in_the_combined_format_and_shown_to_the_admin_only");
+    let l = logged().await;
+    l.traffic().await;
+    let text = l.logged_traffic().await;
+    each_vhost_logs_to_its_own_file_in_the_combined_format_with_fields_escaped(&l, &text).await;
+    the_api_shows_a_vhosts_log_to_the_admin_searched_and_not_to_another_tenant(&l, &text).await;
 }

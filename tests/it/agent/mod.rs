@@ -127,32 +127,75 @@ pub struct Agent {
     proxy_urls: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A store holding the admin and an API token for it, made once per test process and
+/// written into each site's data directory: `lodge user add` and a sign-in each hash a
+/// password, a good part of an agent test's start in a debug build.
+struct Template {
+    /// The store's files (`lodge.db` and its write-ahead log), by name.
+    files: Vec<(String, Vec<u8>)>,
+    token: String,
+}
+
+fn template() -> &'static Template {
+    static TEMPLATE: std::sync::OnceLock<Template> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let lodge = env!("CARGO_BIN_EXE_lodge");
+        let dir = PathBuf::from(format!("/tmp/lodge-agent-{}-template", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = dir.to_str().unwrap();
+        let mut add = Command::new(lodge)
+            .args([
+                "--data-dir",
+                data,
+                "user",
+                "add",
+                "admin",
+                "--role",
+                "admin",
+            ])
+            .arg("--password-stdin")
+            .env("LODGE_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        add.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .unwrap();
+        assert!(add.wait().unwrap().success());
+        let out = Command::new(lodge)
+            .args(["--data-dir", data, "token", "create", "admin"])
+            .env("LODGE_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lodge token create: {out:?}");
+        let token = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.starts_with("lodge_"))
+            .expect("a token printed")
+            .to_owned();
+        // No process has the store open now: its file and its log are all of it.
+        let files = ["lodge.db", "lodge.db-wal"]
+            .into_iter()
+            .filter_map(|name| Some((name.to_owned(), std::fs::read(dir.join(name)).ok()?)))
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        Template { files, token }
+    })
+}
+
 impl Agent {
     async fn start(site: &Site, fault: Option<&str>) -> Agent {
         let lodge = env!("CARGO_BIN_EXE_lodge");
+        let template = template();
         if !site.data().join("lodge.db").exists() {
-            let mut add = Command::new(lodge)
-                .args([
-                    "--data-dir",
-                    site.data().to_str().unwrap(),
-                    "user",
-                    "add",
-                    "admin",
-                    "--role",
-                    "admin",
-                    "--password-stdin",
-                ])
-                .env("LODGE_LOG", "warn")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
-            add.stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{PASSWORD}\n").as_bytes())
-                .unwrap();
-            assert!(add.wait().unwrap().success());
+            std::fs::create_dir_all(site.data()).unwrap();
+            for (name, bytes) in &template.files {
+                std::fs::write(site.data().join(name), bytes).unwrap();
+            }
         }
         let mut cmd = Command::new(lodge);
         cmd.args(["--data-dir", site.data().to_str().unwrap()])
@@ -205,16 +248,7 @@ impl Agent {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        let r: Value = http
-            .post(format!("{base_url}/api/v1/tokens"))
-            .json(&json!({"username": "admin", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = r["token"].as_str().expect("a token").to_owned();
+        let token = template.token.clone();
         Agent {
             child,
             base_url,
@@ -274,7 +308,7 @@ impl Agent {
                 Instant::now() < deadline,
                 "{tenant} not {state} within {within:?}: {t}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -293,7 +327,7 @@ impl Agent {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -386,7 +420,7 @@ async fn wait_for<F: FnMut() -> bool>(what: &str, within: Duration, mut check: F
     let deadline = Instant::now() + within;
     while !check() {
         assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -536,7 +570,7 @@ async fn until_served(http: &str, domain: &str, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(3);
     while through_proxy(http, domain, path, &[]).await.0 != 200 {
         assert!(Instant::now() < deadline, "the vhost answers");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -74,7 +74,7 @@ async fn served() -> Served {
             Instant::now() < deadline,
             "the vhost does not answer within 3 s: {status} {body}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     Served {
         agent,
@@ -87,10 +87,7 @@ async fn served() -> Served {
 }
 
 /// PHP as the tenant, through the front controller for pretty URLs; PATH_INFO split.
-#[tokio::test]
-async fn names_and_aliases_reach_php_as_the_tenant_and_unknown_hosts_get_no_site() {
-    require_root!("names_and_aliases_reach_php_as_the_tenant_and_unknown_hosts_get_no_site");
-    let s = served().await;
+async fn names_and_aliases_reach_php_as_the_tenant_and_unknown_hosts_get_no_site(s: &Served) {
     let (http, domain) = (&s.http, &s.domain);
     let uid = ids(&s.tenant).0;
     assert!(
@@ -109,10 +106,7 @@ async fn names_and_aliases_reach_php_as_the_tenant_and_unknown_hosts_get_no_site
     assert!(body.contains("No site"), "{body}");
 }
 
-#[tokio::test]
-async fn static_files_carry_validators_and_pipelined_requests_answer_in_order() {
-    require_root!("static_files_carry_validators_and_pipelined_requests_answer_in_order");
-    let s = served().await;
+async fn static_files_carry_validators_and_pipelined_requests_answer_in_order(s: &Served) {
     let (http, domain) = (&s.http, &s.domain);
     let (status, headers, body) = through_proxy(http, domain, "/style.css", &[]).await;
     assert_eq!((status, body.as_str()), (200, "body { color: teal }"));
@@ -150,10 +144,7 @@ async fn static_files_carry_validators_and_pipelined_requests_answer_in_order() 
 
 /// A large file goes out with sendfile(2) on plain HTTP/1.1: every byte right, whole and
 /// in a range.
-#[tokio::test]
-async fn a_large_file_arrives_unchanged_whole_and_in_a_range() {
-    require_root!("a_large_file_arrives_unchanged_whole_and_in_a_range");
-    let s = served().await;
+async fn a_large_file_arrives_unchanged_whole_and_in_a_range(s: &Served) {
     let (site, tenant, domain) = (&s.site, &s.tenant, &s.domain);
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
     let big_path = site.docroot(tenant, domain).join("big.bin");
@@ -225,10 +216,7 @@ async fn dotfiles_links_out_of_the_docroot_and_uploads_named_php_are_never_serve
 
 /// Repeated cookies reach PHP together; `Proxy` (httpoxy) and a name with an underscore
 /// (which would pass for a dashed one) do not reach it at all.
-#[tokio::test]
-async fn php_gets_repeated_fields_joined_and_never_proxy_or_underscored_names() {
-    require_root!("php_gets_repeated_fields_joined_and_never_proxy_or_underscored_names");
-    let s = served().await;
+async fn php_gets_repeated_fields_joined_and_never_proxy_or_underscored_names(s: &Served) {
     script(
         &s.site,
         &s.tenant,
@@ -333,12 +321,9 @@ async fn self_signed(s: &Served) -> String {
 }
 
 /// HTTPS with a self-signed certificate per vhost, chosen by SNI, over HTTP/2.
-#[tokio::test]
-async fn https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_another() {
-    require_root!("https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_another");
-    let s = served().await;
+async fn https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_another(s: &Served) {
     let (domain, tenant) = (&s.domain, &s.tenant);
-    let port = self_signed(&s).await;
+    let port = self_signed(s).await;
     let other = format!("{tenant}b.example");
     let (status, _) = s
         .agent
@@ -373,7 +358,7 @@ async fn https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_anoth
             Instant::now() < deadline,
             "HTTPS did not answer: {out} {err}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -396,7 +381,7 @@ async fn https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_anoth
             Instant::now() < deadline,
             "the second vhost's certificate: {out} {err}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A Host that names another vhost than the SNI is refused.
     let resolve = format!("{domain}:{port}:127.0.0.1");
@@ -427,12 +412,9 @@ async fn https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_anoth
 }
 
 /// HTTP to HTTPS: a redirect, and HSTS on the HTTPS answers.
-#[tokio::test]
-async fn redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts() {
-    require_root!("redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts");
-    let s = served().await;
+async fn redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts(s: &Served) {
     let domain = &s.domain;
-    let port = self_signed(&s).await;
+    let port = self_signed(s).await;
     let resolve = format!("{domain}:{port}:127.0.0.1");
     let url = format!("https://{domain}:{port}/style.css");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -454,7 +436,7 @@ async fn redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts() {
             Instant::now() < deadline,
             "HTTPS did not answer: {out} {err}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, _) = s
         .agent
@@ -493,4 +475,31 @@ async fn redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts() {
             .contains("strict-transport-security: max-age=31536000"),
         "{out}"
     );
+}
+
+// Checks that share one site: each is a function of its own, run one after the other on
+// the site one test made, since making a tenant is most of what each would cost alone.
+
+#[tokio::test]
+async fn php_through_the_proxy_runs_as_the_tenant_and_gets_what_the_client_sent() {
+    require_root!("php_through_the_proxy_runs_as_the_tenant_and_gets_what_the_client_sent");
+    let s = served().await;
+    names_and_aliases_reach_php_as_the_tenant_and_unknown_hosts_get_no_site(&s).await;
+    php_gets_repeated_fields_joined_and_never_proxy_or_underscored_names(&s).await;
+}
+
+#[tokio::test]
+async fn static_files_are_served_with_validators_pipelined_and_large() {
+    require_root!("static_files_are_served_with_validators_pipelined_and_large");
+    let s = served().await;
+    static_files_carry_validators_and_pipelined_requests_answer_in_order(&s).await;
+    a_large_file_arrives_unchanged_whole_and_in_a_range(&s).await;
+}
+
+#[tokio::test]
+async fn https_serves_certificates_by_sni_and_the_redirect_to_it_carries_hsts() {
+    require_root!("https_serves_certificates_by_sni_and_the_redirect_to_it_carries_hsts");
+    let s = served().await;
+    https_serves_each_vhosts_certificate_by_sni_and_refuses_a_host_of_another(&s).await;
+    redirect_https_sends_plain_http_to_https_whose_answers_carry_hsts(&s).await;
 }
