@@ -131,9 +131,27 @@ pub struct Agent {
 /// written into each site's data directory: `lodge user add` and a sign-in each hash a
 /// password, a good part of an agent test's start in a debug build.
 struct Template {
+    /// The data directory's owner and mode: the panel's user owns the store.
+    dir: Owned,
     /// The store's files (`lodge.db` and its write-ahead log), by name.
-    files: Vec<(String, Vec<u8>)>,
+    files: Vec<(String, Vec<u8>, Owned)>,
     token: String,
+}
+
+/// Owner, group and mode of a file or directory.
+#[derive(Clone, Copy)]
+struct Owned(u32, u32, u32);
+
+impl Owned {
+    fn of(path: &Path) -> Owned {
+        let m = std::fs::metadata(path).unwrap();
+        Owned(m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    fn apply(self, path: &Path) {
+        std::os::unix::fs::chown(path, Some(self.0), Some(self.1)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.2)).unwrap();
+    }
 }
 
 fn template() -> &'static Template {
@@ -180,10 +198,22 @@ fn template() -> &'static Template {
         // No process has the store open now: its file and its log are all of it.
         let files = ["lodge.db", "lodge.db-wal"]
             .into_iter()
-            .filter_map(|name| Some((name.to_owned(), std::fs::read(dir.join(name)).ok()?)))
+            .filter_map(|name| {
+                let path = dir.join(name);
+                Some((
+                    name.to_owned(),
+                    std::fs::read(&path).ok()?,
+                    Owned::of(&path),
+                ))
+            })
             .collect();
+        let owned = Owned::of(&dir);
         let _ = std::fs::remove_dir_all(&dir);
-        Template { files, token }
+        Template {
+            dir: owned,
+            files,
+            token,
+        }
     })
 }
 
@@ -193,8 +223,11 @@ impl Agent {
         let template = template();
         if !site.data().join("lodge.db").exists() {
             std::fs::create_dir_all(site.data()).unwrap();
-            for (name, bytes) in &template.files {
-                std::fs::write(site.data().join(name), bytes).unwrap();
+            template.dir.apply(&site.data());
+            for (name, bytes, owned) in &template.files {
+                let path = site.data().join(name);
+                std::fs::write(&path, bytes).unwrap();
+                owned.apply(&path);
             }
         }
         let mut cmd = Command::new(lodge);

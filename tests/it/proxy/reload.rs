@@ -14,10 +14,8 @@ fn static_vhost(sandbox: &Sandbox, domain: &str) -> Value {
 }
 
 /// Publishes `vhosts` and asks with `ask` until it says the new behaviour is there (an
-/// `Err` says what it saw instead), for at most 5 s. The same snapshot is published again
-/// each half second: the proxy notes the file's time only when its watcher first runs,
-/// which on a proxy that has just started can come after a change made at once, and such
-/// a change then waits for the next one.
+/// `Err` says what it saw instead), for at most 5 s. Run alone, the proxy finds a new
+/// file by looking at it every second (no agent tells it over the control socket).
 async fn publish_until<F, Fut>(
     sandbox: &Sandbox,
     generation: i64,
@@ -29,7 +27,6 @@ async fn publish_until<F, Fut>(
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     let started = Instant::now();
-    let mut published = started;
     sandbox.publish(generation, vhosts);
     loop {
         let seen = match ask().await {
@@ -40,10 +37,6 @@ async fn publish_until<F, Fut>(
             started.elapsed() < Duration::from_secs(5),
             "{what} within 5 s; last seen: {seen}"
         );
-        if published.elapsed() > Duration::from_millis(500) {
-            sandbox.publish(generation, vhosts);
-            published = Instant::now();
-        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
