@@ -22,7 +22,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What identifies one version of the file: it is replaced by a rename, so a new one has
 /// another inode.
-type Stamp = (u64, Option<SystemTime>, u64);
+pub type Stamp = (u64, Option<SystemTime>, u64);
 
 /// Builds the route table and the certificate store from a snapshot.
 pub fn load(run_dir: &RunDir) -> (Table, tls::CertStore) {
@@ -59,14 +59,19 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// `loaded` is the version the caller loaded at start.
-    pub fn new(run_dir: RunDir, shared: Arc<Shared>, resolver: Arc<tls::SniResolver>) -> Self {
-        let seen = Mutex::new(stamp(&run_dir));
+    /// `loaded` is the version the caller loaded at start, stamped before it was read: a
+    /// file replaced since is then loaded at the next look, never taken for the one served.
+    pub fn new(
+        run_dir: RunDir,
+        shared: Arc<Shared>,
+        resolver: Arc<tls::SniResolver>,
+        loaded: Option<Stamp>,
+    ) -> Self {
         Self {
             run_dir,
             shared,
             resolver,
-            seen,
+            seen: Mutex::new(loaded),
         }
     }
 
@@ -130,7 +135,7 @@ impl Reloader {
     }
 }
 
-fn stamp(run_dir: &RunDir) -> Option<Stamp> {
+pub fn stamp(run_dir: &RunDir) -> Option<Stamp> {
     let meta = std::fs::metadata(run_dir.routes()).ok()?;
     Some((meta.ino(), meta.modified().ok(), meta.len()))
 }

@@ -52,6 +52,9 @@ pub fn bind_alone(
 pub async fn serve(run_dir: RunDir, log_dir: LogDir, listeners: Sockets) -> anyhow::Result<()> {
     // Before anything else: SIGUSR1's default action would end the process.
     let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    // Stamped before it is read: a snapshot the agent publishes meanwhile is not mistaken
+    // for the one loaded.
+    let loaded = reload::stamp(&run_dir);
     let (table, certs) = reload::load(&run_dir);
     let metrics = Arc::new(Metrics::default());
     let access_log = AccessLog::start(log_dir, metrics.clone())?;
@@ -75,7 +78,12 @@ pub async fn serve(run_dir: RunDir, log_dir: LogDir, listeners: Sockets) -> anyh
     }
 
     // The snapshot: loaded when the agent says so, and when the file changes.
-    let reloader = Arc::new(Reloader::new(run_dir, shared.clone(), resolver.clone()));
+    let reloader = Arc::new(Reloader::new(
+        run_dir,
+        shared.clone(),
+        resolver.clone(),
+        loaded,
+    ));
     if let Some(listener) = listeners.control {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
