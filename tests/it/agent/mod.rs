@@ -68,6 +68,24 @@ impl Drop for Site {
                 .stderr(Stdio::null())
                 .status();
         }
+        // A master runs as root, so the tenants' pkill leaves it: any still running on one
+        // of this site's pool files goes too (with it the test's output pipe, which it
+        // holds open).
+        let pools = format!("{}/", self.run().join("pools").display());
+        for pid in std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&pools) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }
@@ -133,7 +151,7 @@ pub struct Agent {
 struct Template {
     /// The data directory's owner and mode: the panel's user owns the store.
     dir: Owned,
-    /// The store's files (`lodge.db` and its write-ahead log), by name.
+    /// The store's files (`lodge.db`, its write-ahead log and its index), by name.
     files: Vec<(String, Vec<u8>, Owned)>,
     token: String,
 }
@@ -195,8 +213,10 @@ fn template() -> &'static Template {
             .find(|w| w.starts_with("lodge_"))
             .expect("a token printed")
             .to_owned();
-        // No process has the store open now: its file and its log are all of it.
-        let files = ["lodge.db", "lodge.db-wal"]
+        // No process has the store open now: these files are all of it. The shared-memory
+        // index goes too, with its owner: were the agent (root, reading) the first to open
+        // a copy without one, it would make it root's, and the panel could not write.
+        let files = ["lodge.db", "lodge.db-wal", "lodge.db-shm"]
             .into_iter()
             .filter_map(|name| {
                 let path = dir.join(name);
