@@ -6,6 +6,9 @@ mod harness;
 // The agent, as root: real users, real php-fpm.
 mod agent;
 
+// The proxy alone, on a routes snapshot written by the test.
+mod proxy_bodies;
+
 // The REST API.
 mod access_log;
 mod api_audit;

@@ -2,7 +2,9 @@
 //! send it, and its answer comes back streamed.
 //!
 //! - [`params`]: the request as CGI variables, nginx-style;
-//! - [`body`]: the request body, read ahead or streamed;
+//! - [`body`]: the request body, read whole before a worker is asked for: in memory, or
+//!   spooled ([`spool`]) past a size, both within budgets of the whole proxy and of each
+//!   tenant ([`budget`]);
 //! - [`pool`]: a pool per tenant socket, capped at its `pm.max_children`, with a bounded
 //!   wait queue and kept-alive connections;
 //! - [`exchange`]: one request on a leased connection, streamed both ways;
@@ -10,13 +12,17 @@
 //!   (502 down or broken, 503 busy, 504 too slow).
 
 mod body;
+mod budget;
 mod exchange;
 mod params;
 mod pool;
 mod response;
+mod spool;
 
+pub use body::{Bodies, BodyLimits};
 pub use params::{split_script, CgiAddrs};
 pub use pool::Pools;
+pub use spool::{Spool, PARENT as SPOOL_PARENT};
 
 use super::h1::ReqBody;
 use super::routes::Route;
@@ -35,10 +41,8 @@ pub enum PhpError {
     Timeout,
     /// php-fpm broke the protocol or sent headers that are too large: 502.
     Bad(String),
-    /// The client's body was larger than the site accepts: 413.
-    TooLarge,
-    /// The client's body broke off: the client is gone or sent bad framing (400).
-    Client(String),
+    /// The spooled request body could not be read back: 500.
+    Spool(String),
 }
 
 /// A request routed to PHP: the site, the host it was reached by (normalized), and the
@@ -59,12 +63,17 @@ pub async fn serve(
 ) -> Response<Body> {
     let route = call.route;
     let (parts, body) = req.into_parts();
-    // Bodies are bounded by the plan's upload limit.
-    let (body, length) = match body::read(body, route.body_limit).await {
+    // The whole body first, bounded by the plan's upload limit: only then is a worker
+    // leased.
+    let body = match shared
+        .bodies
+        .read(body, &route.tenant, route.body_limit)
+        .await
+    {
         Ok(b) => b,
         Err(refused) => return response::refused_body(refused),
     };
-    let params = params::build(&parts, conn, &call, length);
+    let params = params::build(&parts, conn, &call, body.len());
     let retry = matches!(parts.method, Method::GET | Method::HEAD);
     let result = shared
         .pools
