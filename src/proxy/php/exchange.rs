@@ -407,6 +407,12 @@ impl Pools {
                     Ok(head) => head,
                 };
             return match head {
+                // An interim answer (or 101, switching protocols) is not one the client
+                // can be given in place of the final one.
+                Ok((head, _)) if head.status < 200 => Err(PhpError::Bad(format!(
+                    "the script answered with status {}, not a final one",
+                    head.status
+                ))),
                 Ok((head, rest)) => {
                     let body = upstream.into_body(rest).map_err(head_error)?;
                     Ok(Answer { head, body })

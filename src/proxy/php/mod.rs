@@ -188,4 +188,47 @@ echo json_encode($out);
         // the two workers served every request.
         assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
     }
+
+    #[tokio::test]
+    async fn an_interim_status_from_php_is_a_bad_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let site = Site::new("php-1xx");
+        site.write(
+            "status.php",
+            "<?php http_response_code((int) $_GET['s']); echo 'body';",
+        );
+        let Some(_fpm) = Fpm::start(&site, "an_interim_status_from_php_is_a_bad_answer") else {
+            return;
+        };
+        let shared = Site::shared(site.entry());
+        for s in [100, 101, 103] {
+            let path = format!("/status.php?s={s}");
+            let r = get(shared.clone(), conn(false, None), DOMAIN, &path).await;
+            assert_eq!(r.status, 502, "{s}: {}", r.text());
+        }
+        // On the lean HTTP/1.1 path, the connection stays in step: the request after it
+        // gets its own answer.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let c = conn(false, None);
+        tokio::spawn(async move {
+            crate::proxy::h1::serve(server, |req| {
+                crate::proxy::server::handle(shared.clone(), c.clone(), req)
+            })
+            .await
+        });
+        let request = format!(
+            "GET /status.php?s=103 HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n\
+             GET /status.php?s=200 HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        client.read_to_string(&mut raw).await.unwrap();
+        let statuses: Vec<&str> = raw
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|r| r.split("\r\n").next().unwrap_or(""))
+            .collect();
+        assert_eq!(statuses, ["502 Bad Gateway", "200 OK"], "{raw}");
+        assert!(raw.ends_with("body"), "{raw}");
+    }
 }
