@@ -23,15 +23,15 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 pub const UNKNOWN_VHOST: &str = "_unknown";
 
 /// Why PHP did not answer, as the `kind` label says it.
-/// The kind of a FastCGI failure; `None` for what the client did (a body too large or
-/// broken off), which is no failure of the pool.
+/// The kind of a FastCGI failure; `None` for a spooled body that could not be read back,
+/// which is no failure of the pool.
 pub fn fastcgi_kind(e: &PhpError) -> Option<&'static str> {
     match e {
         PhpError::Down(_) => Some("down"),
         PhpError::Timeout => Some("timeout"),
         PhpError::Bad(_) => Some("bad"),
         PhpError::Saturated => Some("saturated"),
-        PhpError::TooLarge | PhpError::Client(_) => None,
+        PhpError::Spool(_) => None,
     }
 }
 

@@ -7,6 +7,7 @@ use super::access_log::AccessLog;
 use super::deadline::{Deadline, SEND_TIMEOUT};
 use super::h1::{self, ReqBody};
 use super::metrics::Metrics;
+use super::php;
 use super::reload::{self, Reloader};
 use super::sendfile::{Sendfile, SendfileIo};
 use super::server::{handle, Conn, Shared};
@@ -58,7 +59,10 @@ pub async fn serve(run_dir: RunDir, log_dir: LogDir, listeners: Sockets) -> anyh
     let (table, certs) = reload::load(&run_dir);
     let metrics = Arc::new(Metrics::default());
     let access_log = AccessLog::start(log_dir, metrics.clone())?;
-    let shared = Arc::new(Shared::new(table, metrics, Some(access_log)));
+    // Request bodies too large for memory wait on disk, in files of the proxy's alone.
+    let spool = php::Spool::open(std::path::Path::new(php::SPOOL_PARENT));
+    let bodies = php::Bodies::new(php::BodyLimits::default(), spool);
+    let shared = Arc::new(Shared::new(table, bodies, metrics, Some(access_log)));
     let resolver = Arc::new(tls::SniResolver::new(certs));
 
     {

@@ -7,7 +7,7 @@ use super::h1::ReqBody;
 use super::metrics::Metrics;
 use super::observe::Observed;
 use super::pages;
-use super::php::{self, split_script, CgiAddrs, Pools};
+use super::php::{self, split_script, Bodies, CgiAddrs, Pools};
 use super::routes::{Route, Table};
 use super::static_files::{self, Lookup, StaticRequest};
 use super::{host, tls, Body};
@@ -19,21 +19,28 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, RwLock};
 
-/// What every connection shares: the current routes, the FastCGI pools, the metrics and
-/// the access log.
+/// What every connection shares: the current routes, the FastCGI pools, the budgets of
+/// request bodies, the metrics and the access log.
 pub struct Shared {
     pub table: RwLock<Arc<Table>>,
     pub pools: Pools,
+    pub bodies: Bodies,
     pub metrics: Arc<Metrics>,
     /// `None`: no access log is written.
     pub access_log: Option<AccessLog>,
 }
 
 impl Shared {
-    pub fn new(table: Table, metrics: Arc<Metrics>, access_log: Option<AccessLog>) -> Self {
+    pub fn new(
+        table: Table,
+        bodies: Bodies,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+    ) -> Self {
         Self {
             table: RwLock::new(Arc::new(table)),
             pools: Pools::default(),
+            bodies,
             metrics,
             access_log,
         }

@@ -4,6 +4,7 @@
 
 use super::h1::ReqBody;
 use super::metrics::Metrics;
+use super::php::{Bodies, BodyLimits, Spool};
 use super::routes::{Route, Table};
 use super::server::{self, Conn, Shared};
 use crate::contract::routes::{RouteEntry, Snapshot};
@@ -14,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// The domain every test site answers to (and `www.` of it).
 pub const DOMAIN: &str = "a.example";
@@ -106,8 +107,14 @@ impl Site {
 
     /// What the proxy shares between connections, routing `entry`.
     pub fn shared(entry: RouteEntry) -> Arc<Shared> {
+        Self::shared_with(entry, BodyLimits::default())
+    }
+
+    /// [`Site::shared`] holding request bodies within `limits`, spooled under the temp dir.
+    pub fn shared_with(entry: RouteEntry, limits: BodyLimits) -> Arc<Shared> {
         let metrics = Arc::new(Metrics::default());
-        Arc::new(Shared::new(Self::table(entry), metrics, None))
+        let bodies = Bodies::new(limits, Spool::open(&std::env::temp_dir()));
+        Arc::new(Shared::new(Self::table(entry), bodies, metrics, None))
     }
 }
 
@@ -150,9 +157,8 @@ impl Reply {
     }
 }
 
-/// Sends `request` (a whole HTTP/1.1 request, head and body) on a connection served by
-/// [`server::handle`], and reads the answer until the server closes the connection.
-pub async fn send(shared: Arc<Shared>, conn: Conn, request: &[u8]) -> Reply {
+/// A connection served by [`server::handle`] through hyper's HTTP/1.1: the client's end.
+pub fn connect(shared: Arc<Shared>, conn: Conn) -> DuplexStream {
     let (client, server) = tokio::io::duplex(1 << 16);
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (shared, conn) = (shared.clone(), conn.clone());
@@ -161,19 +167,37 @@ pub async fn send(shared: Arc<Shared>, conn: Conn, request: &[u8]) -> Reply {
             Ok::<_, std::convert::Infallible>(server::handle(shared, conn, req).await)
         }
     });
-    let served = tokio::spawn(
+    tokio::spawn(
         hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(server), service),
     );
-    let (mut rd, mut wr) = tokio::io::split(client);
-    wr.write_all(request).await.unwrap();
+    client
+}
+
+/// Reads the answer on `client` until the server closes the connection.
+pub async fn reply<R: AsyncRead + Unpin>(client: &mut R) -> Reply {
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut raw))
+    tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut raw))
         .await
         .expect("an answer within 20 s")
         .unwrap();
-    served.await.unwrap().unwrap();
     parse_reply(&raw)
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, head and body) on a connection served by
+/// [`server::handle`], and reads the answer until the server closes the connection.
+pub async fn send(shared: Arc<Shared>, conn: Conn, request: &[u8]) -> Reply {
+    let mut client = connect(shared, conn);
+    client.write_all(request).await.unwrap();
+    reply(&mut client).await
+}
+
+/// `data` as one chunk of a chunked body (empty: the last chunk).
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// `GET path` with `Host: host` and nothing else.
@@ -249,7 +273,8 @@ impl Fpm {
              [site]\n\
              listen = {socket}\n\
              pm = static\n\
-             pm.max_children = 2\n",
+             pm.max_children = 2\n\
+             php_admin_value[post_max_size] = 64M\n",
             dir = dir.display(),
             socket = site.socket().display(),
         );

@@ -8,6 +8,9 @@ mod agent;
 // The proxy alone, as any user, with a php-fpm of its own.
 mod proxy;
 
+// The proxy alone, on a routes snapshot written by the test.
+mod proxy_bodies;
+
 // The REST API.
 mod access_log;
 mod api_audit;

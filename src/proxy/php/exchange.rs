@@ -1,30 +1,32 @@
 //! One FastCGI request on a leased connection, streamed both ways in bounded memory.
 //!
-//! Going in, the request body is cut into `FCGI_STDIN` records as the client sends it (a
-//! task of its own pumps it, so a script that answers before it has read its body is never
-//! deadlocked against us). Coming out, records are parsed from one buffer: the CGI header
-//! block is gathered (bounded), and the body is handed to the client as `FCGI_STDOUT`
-//! records arrive, read only as fast as the client takes them. A short answer that is
-//! already whole when its headers are parsed is returned as one buffer and its connection
-//! goes straight back to the pool.
+//! Going in, a body held in memory goes out with the parameters; a spooled one is read
+//! back and cut into `FCGI_STDIN` records by a task of its own, so a script that answers
+//! before it has read its body is never deadlocked against us. Coming out, records are
+//! parsed from one buffer: the CGI header block is gathered (bounded), and the body is
+//! handed to the client as `FCGI_STDOUT` records arrive, read only as fast as the client
+//! takes them. A short answer that is already whole when its headers are parsed is returned
+//! as one buffer and its connection goes straight back to the pool.
 //!
 //! A client that goes away mid-answer drops the body: the request is aborted
 //! (`FCGI_ABORT_REQUEST`, then the connection is closed, which php-fpm notices on its next
 //! write and stops the script unless it asked to ignore user aborts). A connection goes back
 //! to the pool only after a clean `FCGI_END_REQUEST` with the whole body sent.
 
-use super::body::RequestBody;
+use super::body::{RequestBody, Spooled};
 use super::pool::{Lease, Pools};
+use super::spool;
 use super::PhpError;
 use crate::fastcgi::record::{self, ProtocolStatus, RecordType, REQUEST_ID};
 use crate::fastcgi::{Event, FcgiError, Params, Records, Response as CgiHead};
 use crate::proxy::Body;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -72,47 +74,42 @@ impl AsyncRead for ReadSide {
 /// Why pumping the request body stopped short.
 #[derive(Debug)]
 pub enum PumpError {
-    /// The client sent more than the site accepts.
-    TooLarge,
-    /// The client's body failed (it went away, or broke HTTP framing).
-    Client(String),
+    /// Reading the spooled body back failed.
+    Spool(io::Error),
     /// Writing to php-fpm failed.
     Upstream(io::Error),
 }
 
-/// Writes `body` as `FCGI_STDIN` records, then the empty record that ends the stream; gives
-/// the write half back when the whole body went through. Stops with [`PumpError::TooLarge`]
-/// past `limit` bytes, sending `FCGI_ABORT_REQUEST` instead of the end of the stream.
+/// How much of a spooled body is read back at once: four records.
+const PUMP_READ: usize = 4 * record::MAX_RECORD_CONTENT;
+
+/// Writes the spooled `body` as `FCGI_STDIN` records, then the empty record that ends the
+/// stream; gives the write half back when the whole body went through.
 pub fn spawn_pump(
     mut wr: OwnedWriteHalf,
-    mut body: Incoming,
-    limit: u64,
+    body: Spooled,
 ) -> JoinHandle<Result<OwnedWriteHalf, PumpError>> {
     tokio::spawn(async move {
-        let mut sent = 0u64;
-        let mut out = Vec::with_capacity(record::MAX_RECORD_CONTENT + 16);
-        loop {
-            let frame = match body.frame().await {
-                None => break,
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    let _ = wr.write_all(&abort_record()).await;
-                    return Err(PumpError::Client(e.to_string()));
-                }
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers carry nothing for CGI
-            };
-            sent += data.len() as u64;
-            if sent > limit {
-                let _ = wr.write_all(&abort_record()).await;
-                return Err(PumpError::TooLarge);
-            }
-            for chunk in data.chunks(record::MAX_RECORD_CONTENT) {
-                out.clear();
+        let mut at = 0u64;
+        let mut buf = vec![0u8; PUMP_READ];
+        let mut out = Vec::with_capacity(PUMP_READ + 4 * 16);
+        while at < body.len {
+            let want = PUMP_READ.min((body.len - at) as usize);
+            let file = body.file.clone();
+            let (back, read) = spool::io(move || {
+                let read = file.read_exact_at(&mut buf[..want], at);
+                Ok((buf, read))
+            })
+            .await
+            .map_err(PumpError::Spool)?;
+            buf = back;
+            read.map_err(PumpError::Spool)?;
+            out.clear();
+            for chunk in buf[..want].chunks(record::MAX_RECORD_CONTENT) {
                 record::write_record(&mut out, RecordType::Stdin, REQUEST_ID, chunk);
-                wr.write_all(&out).await.map_err(PumpError::Upstream)?;
             }
+            wr.write_all(&out).await.map_err(PumpError::Upstream)?;
+            at += want as u64;
         }
         out.clear();
         record::write_record(&mut out, RecordType::Stdin, REQUEST_ID, &[]);
@@ -193,7 +190,7 @@ impl Upstream {
                             self.pump = match joined {
                                 Ok(Ok(wr)) => Pump::Done(wr),
                                 Ok(Err(e)) => return Err(HeadError::Pump(e)),
-                                Err(e) => return Err(HeadError::Pump(PumpError::Client(e.to_string()))),
+                                Err(e) => return Err(HeadError::Pump(PumpError::Upstream(io::Error::other(e)))),
                             };
                             continue;
                         }
@@ -371,16 +368,17 @@ impl Pools {
         params
             .write(&mut wire)
             .map_err(|e| PhpError::Bad(e.to_string()))?;
-        let streamed = match body {
+        // A body held in memory keeps its place in the budget until it is sent.
+        let (streamed, _memory) = match body {
             RequestBody::Empty => {
                 record::write_stream(&mut wire, RecordType::Stdin, REQUEST_ID, &[]);
-                None
+                (None, None)
             }
-            RequestBody::Whole(data) => {
+            RequestBody::Whole(data, held) => {
                 record::write_stream(&mut wire, RecordType::Stdin, REQUEST_ID, &data);
-                None
+                (None, Some(held))
             }
-            RequestBody::Stream(body, limit) => Some((body, limit)),
+            RequestBody::Spooled(body) => (Some(body), None),
         };
         let mut lease = self.lease(socket, max_children).await?;
         let mut retry = retry && streamed.is_none();
@@ -397,9 +395,9 @@ impl Pools {
             }
             let mut upstream = match streamed.take() {
                 None => Upstream::new(ReadSide::Whole(stream), Pump::None, lease),
-                Some((body, limit)) => {
+                Some(body) => {
                     let (rd, wr) = stream.into_split();
-                    let pump = spawn_pump(wr, body, limit);
+                    let pump = spawn_pump(wr, body);
                     Upstream::new(ReadSide::Half(rd), Pump::Running(pump), lease)
                 }
             };
@@ -409,6 +407,12 @@ impl Pools {
                     Ok(head) => head,
                 };
             return match head {
+                // An interim answer (or 101, switching protocols) is not one the client
+                // can be given in place of the final one.
+                Ok((head, _)) if head.status < 200 => Err(PhpError::Bad(format!(
+                    "the script answered with status {}, not a final one",
+                    head.status
+                ))),
                 Ok((head, rest)) => {
                     let body = upstream.into_body(rest).map_err(head_error)?;
                     Ok(Answer { head, body })
@@ -428,8 +432,7 @@ fn head_error(e: HeadError) -> PhpError {
     match e {
         HeadError::TooLarge => PhpError::Bad("response headers are too large".into()),
         HeadError::Fcgi(e) => PhpError::Bad(e.to_string()),
-        HeadError::Pump(PumpError::TooLarge) => PhpError::TooLarge,
-        HeadError::Pump(PumpError::Client(e)) => PhpError::Client(e),
+        HeadError::Pump(PumpError::Spool(e)) => PhpError::Spool(e.to_string()),
         HeadError::Pump(PumpError::Upstream(e)) => PhpError::Bad(e.to_string()),
     }
 }

@@ -2,7 +2,9 @@
 //! send it, and its answer comes back streamed.
 //!
 //! - [`params`]: the request as CGI variables, nginx-style;
-//! - [`body`]: the request body, read ahead or streamed;
+//! - [`body`]: the request body, read whole before a worker is asked for: in memory, or
+//!   spooled ([`spool`]) past a size, both within budgets of the whole proxy and of each
+//!   tenant ([`budget`]);
 //! - [`pool`]: a pool per tenant socket, capped at its `pm.max_children`, with a bounded
 //!   wait queue and kept-alive connections;
 //! - [`exchange`]: one request on a leased connection, streamed both ways;
@@ -10,13 +12,17 @@
 //!   (502 down or broken, 503 busy, 504 too slow).
 
 mod body;
+mod budget;
 mod exchange;
 mod params;
 mod pool;
 mod response;
+mod spool;
 
+pub use body::{Bodies, BodyLimits};
 pub use params::{split_script, CgiAddrs};
 pub use pool::Pools;
+pub use spool::{Spool, PARENT as SPOOL_PARENT};
 
 use super::h1::ReqBody;
 use super::routes::Route;
@@ -35,10 +41,8 @@ pub enum PhpError {
     Timeout,
     /// php-fpm broke the protocol or sent headers that are too large: 502.
     Bad(String),
-    /// The client's body was larger than the site accepts: 413.
-    TooLarge,
-    /// The client's body broke off: the client is gone or sent bad framing (400).
-    Client(String),
+    /// The spooled request body could not be read back: 500.
+    Spool(String),
 }
 
 /// A request routed to PHP: the site, the host it was reached by (normalized), and the
@@ -59,12 +63,17 @@ pub async fn serve(
 ) -> Response<Body> {
     let route = call.route;
     let (parts, body) = req.into_parts();
-    // Bodies are bounded by the plan's upload limit.
-    let (body, length) = match body::read(body, route.body_limit).await {
+    // The whole body first, bounded by the plan's upload limit: only then is a worker
+    // leased.
+    let body = match shared
+        .bodies
+        .read(body, &route.tenant, route.body_limit)
+        .await
+    {
         Ok(b) => b,
         Err(refused) => return response::refused_body(refused),
     };
-    let params = params::build(&parts, conn, &call, length);
+    let params = params::build(&parts, conn, &call, body.len());
     let retry = matches!(parts.method, Method::GET | Method::HEAD);
     let result = shared
         .pools
@@ -178,5 +187,48 @@ echo json_encode($out);
         // php-fpm kept the connection (FCGI_KEEP_CONN), and the pool used it again: one of
         // the two workers served every request.
         assert!(pids.iter().all(|p| *p == pids[0]), "{pids:?}");
+    }
+
+    #[tokio::test]
+    async fn an_interim_status_from_php_is_a_bad_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let site = Site::new("php-1xx");
+        site.write(
+            "status.php",
+            "<?php http_response_code((int) $_GET['s']); echo 'body';",
+        );
+        let Some(_fpm) = Fpm::start(&site, "an_interim_status_from_php_is_a_bad_answer") else {
+            return;
+        };
+        let shared = Site::shared(site.entry());
+        for s in [100, 101, 103] {
+            let path = format!("/status.php?s={s}");
+            let r = get(shared.clone(), conn(false, None), DOMAIN, &path).await;
+            assert_eq!(r.status, 502, "{s}: {}", r.text());
+        }
+        // On the lean HTTP/1.1 path, the connection stays in step: the request after it
+        // gets its own answer.
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let c = conn(false, None);
+        tokio::spawn(async move {
+            crate::proxy::h1::serve(server, |req| {
+                crate::proxy::server::handle(shared.clone(), c.clone(), req)
+            })
+            .await
+        });
+        let request = format!(
+            "GET /status.php?s=103 HTTP/1.1\r\nHost: {DOMAIN}\r\n\r\n\
+             GET /status.php?s=200 HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+        );
+        client.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        client.read_to_string(&mut raw).await.unwrap();
+        let statuses: Vec<&str> = raw
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|r| r.split("\r\n").next().unwrap_or(""))
+            .collect();
+        assert_eq!(statuses, ["502 Bad Gateway", "200 OK"], "{raw}");
+        assert!(raw.ends_with("body"), "{raw}");
     }
 }

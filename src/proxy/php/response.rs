@@ -67,10 +67,13 @@ pub fn error_page(e: &PhpError, tenant: &TenantName) -> Response<Body> {
             "Timed out",
             "This site's PHP took too long to answer.",
         ),
-        PhpError::TooLarge => pages::too_large(),
-        PhpError::Client(e) => {
-            tracing::debug!(%tenant, error = %e, "request body broke off");
-            pages::unreadable_body()
+        PhpError::Spool(e) => {
+            tracing::warn!(%tenant, error = %e, "reading back a spooled request body");
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Server error",
+                "The request could not be passed on to this site's PHP.",
+            )
         }
         PhpError::Bad(e) => {
             tracing::warn!(%tenant, error = %e, "PHP answered badly");
@@ -87,10 +90,18 @@ pub fn error_page(e: &PhpError, tenant: &TenantName) -> Response<Body> {
 pub fn refused_body(refused: Refused) -> Response<Body> {
     match refused {
         Refused::TooLarge => pages::too_large(),
-        Refused::LengthRequired => page(
-            StatusCode::LENGTH_REQUIRED,
-            "Length required",
-            "Send a body this large with a Content-Length.",
+        Refused::Busy => pages::retry_after(
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "The server cannot take this request's body now. Try again in a moment.",
+            ),
+            "5",
+        ),
+        Refused::TimedOut => page(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timeout",
+            "The request's body stopped arriving.",
         ),
         Refused::Unreadable => pages::unreadable_body(),
     }
