@@ -24,16 +24,25 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// another inode.
 pub type Stamp = (u64, Option<SystemTime>, u64);
 
-/// Builds the route table and the certificate store from a snapshot.
+/// Builds the route table and the certificate store from the snapshot at start: with none
+/// yet (or one that does not read), every host is unknown until the agent publishes one.
 pub fn load(run_dir: &RunDir) -> (Table, tls::CertStore) {
-    let snapshot = match Snapshot::load(run_dir) {
-        Ok(s) => s,
+    match try_load(run_dir) {
+        Ok(loaded) => loaded,
         Err(e) => {
             tracing::warn!(error = %e, "no routes snapshot yet; every host is unknown");
-            Snapshot::default()
+            build(&Snapshot::default())
         }
-    };
-    let (table, problems) = Table::build(&snapshot);
+    }
+}
+
+fn try_load(run_dir: &RunDir) -> std::io::Result<(Table, tls::CertStore)> {
+    Ok(build(&Snapshot::load(run_dir)?))
+}
+
+/// The route table and the certificate store of a snapshot.
+fn build(snapshot: &Snapshot) -> (Table, tls::CertStore) {
+    let (table, problems) = Table::build(snapshot);
     for p in problems {
         tracing::warn!(problem = %p, "route left out");
     }
@@ -81,7 +90,15 @@ impl Reloader {
         let now = stamp(&self.run_dir);
         if now != *seen {
             *seen = now;
-            let (table, certs) = load(&self.run_dir);
+            let (table, certs) = match try_load(&self.run_dir) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    // A file that does not read (not one the agent wrote) changes nothing:
+                    // the table served stays.
+                    tracing::error!(error = %e, "the new routes snapshot does not read; the last one is served");
+                    return self.shared.table().generation;
+                }
+            };
             tracing::info!(
                 generation = table.generation,
                 names = table.len(),

@@ -174,3 +174,26 @@ async fn an_entry_that_does_not_check_out_is_left_out_and_the_rest_served() {
         assert!(r.body.contains("No site here"), "{host}: {}", r.body);
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_that_does_not_read_leaves_the_last_one_served() {
+    let sandbox = Sandbox::new();
+    let one = static_vhost(&sandbox, "one.example");
+    sandbox.publish(1, std::slice::from_ref(&one));
+    let proxy = Proxy::start(&sandbox).await;
+    assert_eq!(proxy.get("one.example", "/hello.txt").await.status, 200);
+    // Not JSON at all: a file nothing but a broken writer would leave.
+    let tmp = sandbox.run().join(".routes.json.new");
+    std::fs::write(&tmp, "{ not a snapshot").unwrap();
+    std::fs::rename(&tmp, sandbox.run().join("routes.json")).unwrap();
+    // The proxy looks at the file every second: after two looks, the site is still served.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = proxy.get("one.example", "/hello.txt").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "one.example"));
+    // A good snapshot after it is taken as usual.
+    let two = static_vhost(&sandbox, "two.example");
+    publish_until(&sandbox, 2, &[one, two], "the next good snapshot", || {
+        answers(&proxy, "two.example", "/hello.txt", 200)
+    })
+    .await;
+}
