@@ -207,6 +207,20 @@ impl Pidfd {
         }
     }
 
+    /// The process's environment (`/proc/<pid>/environ`), as name and value.
+    pub fn environment(&self) -> Option<Vec<(String, String)>> {
+        let environ = std::fs::read(format!("/proc/{}/environ", self.pid)).ok()?;
+        Some(
+            environ
+                .split(|b| *b == 0)
+                .filter_map(|entry| {
+                    let (k, v) = std::str::from_utf8(entry).ok()?.split_once('=')?;
+                    Some((k.to_owned(), v.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
     /// The process's environment variable `name` (`/proc/<pid>/environ`).
     pub fn env(&self, name: &str) -> Option<String> {
         let environ = std::fs::read(format!("/proc/{}/environ", self.pid)).ok()?;

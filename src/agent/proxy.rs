@@ -50,19 +50,23 @@ impl ProxySockets {
         panel: Option<(Uid, Gid)>,
         mut taken: ProxySockets,
     ) -> anyhow::Result<Self> {
-        let listener =
-            |socket: Socket, wanted: Option<std::net::SocketAddr>, old: Option<TcpListener>| {
-                let Some(addr) = wanted else {
-                    return Ok::<_, anyhow::Error>(None);
-                };
-                if let Some(old) = old.filter(|l| l.local_addr().is_ok_and(|a| a == addr)) {
-                    return Ok(Some(old));
-                }
-                let l = TcpListener::bind(addr).with_context(|| {
-                    format!("binding the proxy's {} listener to {addr}", socket.name())
-                })?;
-                Ok(Some(l))
+        let listener = |socket: Socket,
+                        wanted: Option<std::net::SocketAddr>,
+                        old: Option<TcpListener>| {
+            let Some(addr) = wanted else {
+                return Ok::<_, anyhow::Error>(None);
             };
+            // Port 0 asks for any free port: the one held is that.
+            let fits =
+                |a: std::net::SocketAddr| a == addr || (addr.port() == 0 && a.ip() == addr.ip());
+            if let Some(old) = old.filter(|l| l.local_addr().is_ok_and(fits)) {
+                return Ok(Some(old));
+            }
+            let l = TcpListener::bind(addr).with_context(|| {
+                format!("binding the proxy's {} listener to {addr}", socket.name())
+            })?;
+            Ok(Some(l))
+        };
         let http = listener(Socket::Http, config.http_listen, taken.http.take())?;
         let https = listener(Socket::Https, config.https_listen, taken.https.take())?;
         let mut sockets = ProxySockets {
@@ -172,8 +176,10 @@ pub fn launch(config: &Config, sockets: &ProxySockets, privileged: bool) -> anyh
         (handover::ENV.into(), plan.env_value().into()),
         ("LODGE_LOG_DIR".into(), config.log_dir.path().into()),
     ];
-    if let Some(v) = std::env::var_os("LODGE_LOG") {
-        env.push(("LODGE_LOG".into(), v));
+    for passthrough in ["LODGE_LOG", "LODGE_PROXY_THREADS"] {
+        if let Some(v) = std::env::var_os(passthrough) {
+            env.push((passthrough.into(), v));
+        }
     }
     Ok(Launch {
         program: std::env::current_exe().context("finding the lodge binary")?,
@@ -234,7 +240,11 @@ pub fn start(
             .and_then(|e| std::fs::canonicalize(e).ok())
             .is_some_and(|e| e == record.exe);
     let launch = launch(config, &sockets, privileged)?;
-    if same_binary && sockets.addresses() == before && sockets.serves() {
+    if same_binary
+        && sockets.addresses() == before
+        && sockets.serves()
+        && same_settings(&old, &launch)
+    {
         drop(old);
         if supervisor.adopt(KEY, launch).is_some() {
             return Ok(sockets);
@@ -281,6 +291,30 @@ pub fn restart(
         supervisor.retire(old, Signal::SIGTERM, DRAIN);
     }
     Ok(sockets)
+}
+
+/// Whether the running proxy was started with the settings `launch` gives (its
+/// environment, the sockets' numbers aside).
+fn same_settings(old: &Pidfd, launch: &Launch) -> bool {
+    let Some(mut running) = old.environment() else {
+        return false;
+    };
+    // PATH is the supervisor's own, the same for every child.
+    running.retain(|(k, _)| k != handover::ENV && k != "PATH");
+    let mut wanted: Vec<(String, String)> = launch
+        .env
+        .iter()
+        .filter(|(k, _)| k != handover::ENV)
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    running.sort();
+    wanted.sort();
+    running == wanted
 }
 
 fn wait_gone(p: &Pidfd, bound: Duration) {

@@ -63,6 +63,7 @@ where
 {
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = Vec::with_capacity(1024);
+    let mut answered = 0u64;
     loop {
         let mut deadline = None;
         let (req, close) = loop {
@@ -74,13 +75,14 @@ where
                 }
                 Parsed::Partial => {
                     // Between requests a draining proxy closes the connection; a request
-                    // that has begun is read and answered.
-                    let idle = buf.is_empty();
+                    // that has begun is read and answered, and so is a new connection's
+                    // first.
+                    let idle = buf.is_empty() && answered > 0;
                     let read = read_head(&mut io, &mut buf, &mut deadline, head_timeout);
                     let read = if idle {
                         tokio::select! {
                             r = read => r,
-                            _ = super::drain::wait() => return None,
+                            _ = super::drain::idle_closed() => return None,
                         }
                     } else {
                         read.await
@@ -108,11 +110,7 @@ where
             }
         };
         match write_response(&mut io, &mut out, head_only, close, response).await {
-            Ok(true) if super::drain::started() && buf.is_empty() => {
-                let _ = io.shutdown().await;
-                return None;
-            }
-            Ok(true) => {}
+            Ok(true) => answered += 1,
             Ok(false) | Err(_) => {
                 let _ = io.shutdown().await;
                 return None;

@@ -495,7 +495,7 @@ where
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
-        _ = super::drain::wait() => {
+        _ = super::drain::idle_closed() => {
             // Requests in flight are answered; then the connection closes (HTTP/2 with a
             // GOAWAY).
             connection.as_mut().graceful_shutdown();

@@ -8,6 +8,7 @@
 //! This file is the harness (a `Site` of directories and UIDs, an `Agent` to talk to);
 //! the tests are in the files beside it, by topic.
 
+use crate::harness::test_certificate;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -239,6 +240,11 @@ fn template() -> &'static Template {
 
 impl Agent {
     async fn start(site: &Site, fault: Option<&str>) -> Agent {
+        Agent::start_with(site, fault, &[]).await
+    }
+
+    /// [`Agent::start`] with more environment for `lodge serve`.
+    async fn start_with(site: &Site, fault: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let lodge = env!("CARGO_BIN_EXE_lodge");
         let template = template();
         if !site.data().join("lodge.db").exists() {
@@ -271,6 +277,7 @@ impl Agent {
         if let Some(fault) = fault {
             cmd.env("LODGE_FAULT", fault);
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -636,6 +643,7 @@ fn port_of(url: &str) -> String {
         .to_owned()
 }
 
+mod adoption;
 mod bodies;
 mod healing;
 mod isolation;
@@ -643,4 +651,5 @@ mod load;
 mod logs;
 mod proxy;
 mod reload;
+mod security;
 mod tenants;
