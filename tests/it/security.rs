@@ -236,3 +236,25 @@ async fn an_uploaded_certificate_must_match_its_key_and_cover_its_vhost() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["errors"][0]["field"], "tls_certificate", "{body}");
 }
+
+#[tokio::test]
+async fn names_that_packages_create_are_refused_before_the_package_comes() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let (status, _) = admin.post("/plans", json!({"name": "basic"})).await;
+    assert_eq!(status, 201);
+    for name in ["lxd", "libvirt", "mariadb", "netdata", "clamav"] {
+        let (status, body) = admin
+            .post("/tenants", json!({"name": name, "plan": "basic"}))
+            .await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["errors"][0]["field"], "name", "{body}");
+    }
+    assert_eq!(
+        admin.get("/tenants").await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}

@@ -246,3 +246,58 @@ async fn the_routes_snapshot_is_the_proxys_alone_and_stderr_is_not_kept() {
     );
     drop(agent);
 }
+
+#[tokio::test]
+async fn removing_a_tenant_with_a_huge_sparse_file_holds_up_no_other_tenant() {
+    require_root!("removing_a_tenant_with_a_huge_sparse_file_holds_up_no_other_tenant");
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
+    let (a, a_domain) = make_tenant(&agent, &site, "a").await;
+    let (b, _) = make_tenant(&agent, &site, "b").await;
+    agent.applied(&a, "ok", Duration::from_secs(5)).await;
+    agent.applied(&b, "ok", Duration::from_secs(5)).await;
+    // What a tenant can leave with one ftruncate: 8 TiB of nothing.
+    let huge = site.docroot(&a, &a_domain).join("huge.bin");
+    let f = std::fs::File::create(&huge).unwrap();
+    f.set_len(8 << 40).unwrap();
+    drop(f);
+    let (status, _) = agent
+        .call(Method::DELETE, &format!("/tenants/{a}"), None)
+        .await;
+    assert_eq!(status, 204);
+    // Another tenant's change is applied while the removal runs.
+    let (status, _) = agent
+        .call(
+            Method::PATCH,
+            &format!("/tenants/{b}"),
+            Some(json!({"php": {"memory_limit": "64M"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    agent.applied(&b, "ok", Duration::from_secs(5)).await;
+    let archives = site.base.join("data-agent").join("archives");
+    wait_for(
+        "the removal done, its archive made",
+        Duration::from_secs(30),
+        || {
+            nix::unistd::User::from_name(&a).unwrap().is_none()
+                && std::fs::read_dir(&archives)
+                    .map(|d| {
+                        d.flatten()
+                            .any(|e| e.file_name().to_string_lossy().starts_with(&a))
+                    })
+                    .unwrap_or(false)
+        },
+    )
+    .await;
+    let archive = std::fs::read_dir(&archives)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&a))
+        .unwrap();
+    assert!(
+        archive.metadata().unwrap().len() < 1 << 20,
+        "the hole was archived as a hole"
+    );
+    drop(agent);
+}

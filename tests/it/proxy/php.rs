@@ -182,3 +182,41 @@ async fn a_client_that_goes_away_stops_its_script_and_frees_the_worker() {
         asked.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_interim_status_from_php_is_a_bad_gateway_and_the_connection_stays_in_step() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        SITE,
+        "early.php",
+        "<?php header('Status: 103 Early Hints'); echo 'x';",
+    );
+    sandbox.write(
+        SITE,
+        "switch.php",
+        "<?php http_response_code(101); echo 'x';",
+    );
+    let Some((_fpm, proxy)) = php_site(&sandbox, 2).await else {
+        return skipped(
+            "an_interim_status_from_php_is_a_bad_gateway_and_the_connection_stays_in_step",
+        );
+    };
+    for path in ["/early.php", "/switch.php"] {
+        let r = proxy.get(SITE, path).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.body);
+    }
+    // Two requests on one kept-alive connection (curl reuses it): the second one's answer
+    // is its own, not one out of step.
+    let url = format!("{}/early.php", proxy.http);
+    let url2 = format!("{}/echo.php?a=1", proxy.http);
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code} ", "-H"])
+        .arg(format!("Host: {SITE}"))
+        .arg(&url)
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Host: {SITE}"))
+        .arg(&url2)
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "502200");
+}
