@@ -289,3 +289,63 @@ async fn a_vhost_is_served_by_the_time_its_tenant_is_ok() {
     }
     drop(agent);
 }
+
+#[tokio::test]
+async fn an_upgraded_binary_replaces_the_proxy_without_a_failed_request() {
+    require_root!("an_upgraded_binary_replaces_the_proxy_without_a_failed_request");
+    // The binary lodge runs from, replaced by a new file as a package upgrade does.
+    let site = Site::new();
+    let bin = site.base.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let lodge = bin.join("lodge");
+    std::fs::copy(env!("CARGO_BIN_EXE_lodge"), &lodge).unwrap();
+    let mut agent = Agent::start_binary(&site, None, &[], &lodge).await;
+    let (status, body) = agent
+        .post(
+            "/plans",
+            json!({"name": "basic", "php": {"pm": "static", "max_children": 2}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (sites, tenants, http) = two_sites(&agent, &site).await;
+    let masters: Vec<Vec<i32>> = tenants.iter().map(|t| masters_of(&site, t)).collect();
+    let old = proxy_pid(&site);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders = load(&http, &sites, &stop);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The upgrade: a new file in the binary's place, then the service restarted (SIGQUIT:
+    // the agent leaves the sites serving).
+    let fresh = bin.join("lodge.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_lodge"), &fresh).unwrap();
+    std::fs::rename(&fresh, &lodge).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.child.id() as i32),
+        nix::sys::signal::Signal::SIGQUIT,
+    )
+    .unwrap();
+    let _ = agent.child.wait();
+    let agent = Agent::start_binary(&site, None, &[], &lodge).await;
+    for t in &tenants {
+        agent.applied(t, "ok", Duration::from_secs(5)).await;
+    }
+    assert_ne!(proxy_pid(&site), old, "the new binary's proxy");
+    wait_for(
+        "the old proxy drained and ended",
+        Duration::from_secs(30),
+        || !Path::new(&format!("/proc/{old}")).exists(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = finish(loaders).await;
+    assert!(ok > 20, "the load ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let after: Vec<Vec<i32>> = tenants.iter().map(|t| masters_of(&site, t)).collect();
+    assert_eq!(after, masters, "the masters were adopted, not restarted");
+    drop(agent);
+}

@@ -245,7 +245,16 @@ impl Agent {
 
     /// [`Agent::start`] with more environment for `lodge serve`.
     async fn start_with(site: &Site, fault: Option<&str>, env: &[(&str, &str)]) -> Agent {
-        let lodge = env!("CARGO_BIN_EXE_lodge");
+        Agent::start_binary(site, fault, env, Path::new(env!("CARGO_BIN_EXE_lodge"))).await
+    }
+
+    /// [`Agent::start_with`] from another copy of the binary (an upgrade).
+    async fn start_binary(
+        site: &Site,
+        fault: Option<&str>,
+        env: &[(&str, &str)],
+        lodge: &Path,
+    ) -> Agent {
         let template = template();
         if !site.data().join("lodge.db").exists() {
             std::fs::create_dir_all(site.data()).unwrap();
