@@ -3,12 +3,18 @@
 //!
 //! ```text
 //! <tenants-root>/            root:root      0711  (no listing)
-//!   <tenant>/                tenant:www     2750  the proxy may enter, no other tenant may
+//!   <tenant>/                root:tenant    0751  the tenant lists it, the proxy passes
 //!     sites/                 tenant:www     2750  docroots live here; new files get group www
-//!       <domain>/public/     tenant:www     2750  (made when missing)
+//!       <domain>/public/     tenant:www     2750  (made when missing, as the tenant)
 //!     logs/                  tenant:tenant  0750  PHP error and slow logs
 //!     tmp/  sessions/        tenant:tenant  0700  uploads, temp files, PHP sessions
 //! ```
+//!
+//! The home itself is root's (no group or other write): a tenant cannot rename, replace or
+//! add what the agent keeps there, and it can be the root of the tenant's SFTP chroot, which
+//! sshd wants root's. What lies below the tenant's own directories (a docroot in `sites/`)
+//! the agent makes as the tenant ([`crate::nofollow::as_user`]): root never creates
+//! anything in a directory a tenant can change.
 //!
 //! Every directory is reached with `openat(O_NOFOLLOW | O_DIRECTORY)` from its parent's
 //! descriptor and changed through its own descriptor (`fchown`, `fchmod`), so a symlink the
@@ -36,6 +42,9 @@ pub struct Ids {
 const PRIVATE_DIRS: &[(&str, u32)] = &[("logs", 0o750), ("tmp", 0o700), ("sessions", 0o700)];
 const SITES: &str = "sites";
 const SHARED_MODE: u32 = 0o2750;
+/// The home: the tenant (its group) lists it, anyone passes through (the proxy, to the
+/// docroots below), nobody but root writes.
+const HOME_MODE: u32 = 0o751;
 
 /// Makes the home layout real and returns the home's path. Idempotent: run it on every
 /// apply. `docroots` are made when missing (existing directories inside a docroot are the
@@ -59,41 +68,57 @@ pub fn ensure_home(
     let private = ids.map(|i| (i.uid, i.gid));
 
     let (home, _) = ensure_dir(&root, name.as_str()).context("home")?;
-    set(&home, shared, SHARED_MODE).context("home")?;
+    let home_owner = ids.map(|i| (Uid::from_raw(0), i.gid));
+    set(&home, home_owner, HOME_MODE).context("home")?;
     for (dir, mode) in PRIVATE_DIRS {
         let (fd, _) = ensure_dir(&home, dir)?;
         set(&fd, private, *mode).with_context(|| dir.to_string())?;
     }
     let (sites, _) = ensure_dir(&home, SITES)?;
     set(&sites, shared, SHARED_MODE).context(SITES)?;
-    for docroot in docroots {
-        ensure_path(&home, docroot, shared)?;
+    if !docroots.is_empty() {
+        make_docroots(home, docroots.to_vec(), ids)?;
     }
     Ok(tenants_root.home(name))
 }
 
-/// Walks a docroot from the home, making each missing directory (owned by the tenant, group
-/// www, setgid) and leaving existing ones alone.
-fn ensure_path(
-    home: &OwnedFd,
-    docroot: &DocRoot,
-    shared: Option<(Uid, Gid)>,
-) -> anyhow::Result<()> {
-    let mut segments = docroot.as_str().split('/');
-    let first = segments.next().context("empty docroot")?;
-    let (mut current, created) = ensure_dir(home, first)?;
-    if created {
-        set(&current, shared, SHARED_MODE)?;
-    }
-    for segment in segments {
-        let (next, created) =
-            ensure_dir(&current, segment).with_context(|| format!("docroot {docroot}"))?;
-        if created {
-            set(&next, shared, SHARED_MODE)?;
+/// Walks each docroot from the home, making each missing directory (owned by the tenant,
+/// group www, setgid) and leaving existing ones alone. The first segment is in the home,
+/// root's: made by root. The rest are in the tenant's own directories: made as the tenant.
+fn make_docroots(home: OwnedFd, docroots: Vec<DocRoot>, ids: Option<Ids>) -> anyhow::Result<()> {
+    let shared = ids.map(|i| (i.uid, i.www_gid));
+    let mut below = Vec::new();
+    for docroot in &docroots {
+        let mut segments = docroot.as_str().split('/');
+        let first = segments.next().context("empty docroot")?;
+        let (top, created) = ensure_dir(&home, first)?;
+        if created || first == SITES {
+            set(&top, shared, SHARED_MODE)?;
         }
-        current = next;
+        let rest: Vec<String> = segments.map(str::to_owned).collect();
+        if !rest.is_empty() {
+            below.push((top, rest, docroot.to_string()));
+        }
     }
-    Ok(())
+    let walk = move || -> anyhow::Result<()> {
+        for (top, rest, docroot) in below {
+            let mut current = top;
+            for segment in &rest {
+                let (next, created) =
+                    ensure_dir(&current, segment).with_context(|| format!("docroot {docroot}"))?;
+                if created {
+                    // As the tenant: the owner is already the tenant, the group www.
+                    set(&next, None, SHARED_MODE)?;
+                }
+                current = next;
+            }
+        }
+        Ok(())
+    };
+    match ids {
+        Some(i) => crate::nofollow::as_user(i.uid, i.www_gid, walk),
+        None => walk(),
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,28 @@ pub fn set_owner_mode(fd: &OwnedFd, owner: Option<(Uid, Gid)>, mode: u32) -> any
     Ok(())
 }
 
+/// Runs `f` on a thread of its own whose file-system identity is `uid` and `gid`
+/// (`setfsuid`/`setfsgid`, which are per thread): what it creates is theirs, and every
+/// access is checked as theirs, root's file capabilities dropped. What the agent does in a
+/// directory a tenant owns, it does this way.
+pub fn as_user<T: Send + 'static>(
+    uid: Uid,
+    gid: Gid,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    std::thread::spawn(move || {
+        nix::unistd::setfsgid(gid);
+        nix::unistd::setfsuid(uid);
+        // Each call returns the value before it: asking again says whether it took.
+        if nix::unistd::setfsuid(uid) != uid || nix::unistd::setfsgid(gid) != gid {
+            anyhow::bail!("could not act as {uid}:{gid}");
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("acting as {uid}:{gid} panicked"))?
+}
+
 /// Opens a file for reading, or for writing without creating it, never through a symlink.
 pub fn open_file(path: &Path, write: bool) -> io::Result<File> {
     OpenOptions::new()

@@ -301,3 +301,45 @@ async fn removing_a_tenant_with_a_huge_sparse_file_holds_up_no_other_tenant() {
     );
     drop(agent);
 }
+
+#[tokio::test]
+async fn the_home_is_roots_and_what_lies_in_the_tenants_own_directories_is_the_tenants() {
+    require_root!("the_home_is_roots_and_what_lies_in_the_tenants_own_directories_is_the_tenants");
+    let (site, agent) =
+        with_plan(json!({"name": "basic", "php": {"pm": "static", "max_children": 2}})).await;
+    let (a, a_domain) = make_tenant(&agent, &site, "a").await;
+    agent.applied(&a, "ok", Duration::from_secs(5)).await;
+    let (uid, gid) = ids(&a);
+    let www = ids("lodge-www").1;
+    let home = std::fs::metadata(site.tenants().join(&a)).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o7777),
+        (0, gid, 0o751)
+    );
+    for dir in [
+        site.tenants().join(&a).join("sites").join(&a_domain),
+        site.docroot(&a, &a_domain),
+    ] {
+        let m = std::fs::metadata(&dir).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (uid, www, 0o2750),
+            "{}",
+            dir.display()
+        );
+    }
+    // The tenant cannot add anything to its home's top, nor rename what lodge keeps there.
+    let probe = script(
+        &site,
+        &a,
+        &a_domain,
+        "top.php",
+        &format!(
+            "<?php echo @file_put_contents('{home}/mine.txt', 'x') === false ? 'refused' : 'wrote', ' ', @rename('{home}/logs', '{home}/moved') ? 'renamed' : 'kept';",
+            home = site.tenants().join(&a).display()
+        ),
+    );
+    let out = php(&site.socket(&a), &probe).unwrap();
+    assert!(out.ends_with("refused kept"), "{out}");
+    drop(agent);
+}
